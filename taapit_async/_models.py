@@ -1,0 +1,403 @@
+"""The event models, validated at construction, and the result of a track call.
+
+Every check here runs before any I/O and raises a ``ValidationError`` (or its ``TypeError``
+flavour) whose message names the field and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import attrs
+
+from ._currencies import currency_exponent
+from ._errors import TaapitError, ValidationError, ValidationTypeError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "Customer",
+    "EventKind",
+    "LeadEvent",
+    "SaleEvent",
+    "TrackResult",
+    "check_idempotency_key",
+    "check_tracking_id",
+    "is_valid_tracking_id",
+]
+
+EventKind = Literal["lead", "sale"]
+
+#: Largest ``metadata`` accepted, measured as compact UTF-8 JSON.
+MAX_METADATA_BYTES: Final = 16 * 1024
+
+#: Longest string accepted in a customer field; ``external_id`` included.
+MAX_FIELD_LENGTH: Final = 1024
+
+_TRACKING_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Printable ASCII without spaces: anything else could not travel in an HTTP header unchanged.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def is_valid_tracking_id(value: object) -> bool:
+    """Tell whether ``value`` is a well-formed tracking id (``[A-Za-z0-9_-]{1,128}``)."""
+    return isinstance(value, str) and _TRACKING_ID.fullmatch(value) is not None
+
+
+def check_tracking_id(value: object, *, required: bool) -> str | None:
+    """Return a valid tracking id, None when absent and allowed, or raise ``ValidationError``.
+
+    The message never repeats the rejected value: tracking ids come from visitors' URLs and
+    cookies, and echoing them into logs is how markup and CR/LF get in.
+    """
+    if value is None:
+        if required:
+            raise ValidationError(
+                "tracking_id is required for a lead: pass the visitor's ta_tid "
+                "(from the ta_tid cookie, the request body or the ?ta_tid= URL parameter)"
+            )
+        return None
+    if not isinstance(value, str):
+        raise ValidationTypeError(
+            f"tracking_id must be a str, not {type(value).__name__}: pass the visitor's ta_tid"
+        )
+    if _TRACKING_ID.fullmatch(value) is None:
+        raise ValidationError(
+            "tracking_id is not a valid ta_tid: it must be 1 to 128 characters of "
+            "A-Z, a-z, 0-9, '_' or '-'"
+        )
+    return value
+
+
+def check_idempotency_key(value: object) -> str:
+    """Return ``value`` if it can be sent as an ``Idempotency-Key`` header, else raise."""
+    if not isinstance(value, str):
+        raise ValidationTypeError(
+            f"idempotency_key must be a str, not {type(value).__name__}: "
+            "pass your order or payment event id, or leave it out for a random key"
+        )
+    if _IDEMPOTENCY_KEY.fullmatch(value) is None:
+        raise ValidationError(
+            "idempotency_key must be 1 to 255 printable ASCII characters without spaces: "
+            "pass your order or payment event id, or leave it out for a random key"
+        )
+    return value
+
+
+def _optional_str(field: str) -> Any:
+    def check(_instance: object, _attribute: object, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str):
+            raise ValidationTypeError(
+                f"customer.{field} must be a str or None, not {type(value).__name__}"
+            )
+        if len(value) > MAX_FIELD_LENGTH:
+            raise ValidationError(
+                f"customer.{field} is longer than {MAX_FIELD_LENGTH} characters: shorten it"
+            )
+
+    return check
+
+
+def _check_external_id(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValidationTypeError(
+            f"customer.external_id must be a str, not {type(value).__name__}: "
+            "pass your own user id, e.g. str(user.id)"
+        )
+    if not value.strip():
+        raise ValidationError(
+            "customer.external_id is missing or blank: pass your own user id, e.g. str(user.id)"
+        )
+    if len(value) > MAX_FIELD_LENGTH:
+        raise ValidationError(
+            f"customer.external_id is longer than {MAX_FIELD_LENGTH} characters: shorten it"
+        )
+
+
+@attrs.frozen
+class Customer:
+    """The customer an event is about, identified by your own user id.
+
+    Args:
+        external_id: Your internal user id; links a sale to an earlier lead. Required.
+        email: The customer's e-mail address.
+        firstname: First name.
+        lastname: Last name.
+        phone_number: Phone number, ideally in E.164 form (``+33612345678``).
+        avatar_url: URL of the customer's picture.
+
+    Raises:
+        ValidationError: ``external_id`` is missing or blank, or a field is too long.
+        ValidationTypeError: A field is not a ``str``.
+
+    Example:
+        >>> Customer(external_id="user_123", email="john@example.com")
+        Customer(external_id='user_123')
+
+        Only ``external_id`` shows in the repr: personal data stays out of logs.
+    """
+
+    external_id: str = attrs.field(validator=_check_external_id)
+    # Personal data stays out of reprs so that logging a customer or a result leaks nothing.
+    email: str | None = attrs.field(default=None, validator=_optional_str("email"), repr=False)
+    firstname: str | None = attrs.field(
+        default=None, validator=_optional_str("firstname"), repr=False
+    )
+    lastname: str | None = attrs.field(
+        default=None, validator=_optional_str("lastname"), repr=False
+    )
+    phone_number: str | None = attrs.field(
+        default=None, validator=_optional_str("phone_number"), repr=False
+    )
+    avatar_url: str | None = attrs.field(
+        default=None, validator=_optional_str("avatar_url"), repr=False
+    )
+
+    @classmethod
+    def coerce(cls, value: object) -> Customer:
+        """Return ``value`` as a ``Customer``: a ``Customer`` or a mapping of its field names.
+
+        Raises:
+            ValidationError: A key is unknown (the message suggests the snake_case spelling
+                for camelCase keys such as ``externalId``) or a value is invalid.
+            ValidationTypeError: ``value`` is neither a ``Customer`` nor a mapping.
+        """
+        if isinstance(value, Customer):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValidationTypeError(
+                f"customer must be a Customer or a mapping, not {type(value).__name__}: "
+                "pass Customer(external_id=...) or {'external_id': ...}"
+            )
+        for key in value:
+            if key not in _CUSTOMER_FIELDS:
+                raise ValidationError(_unknown_customer_key(key))
+        if "external_id" not in value:
+            raise ValidationError(
+                "customer.external_id is missing: pass your own user id, e.g. "
+                "{'external_id': str(user.id)}"
+            )
+        return cls(**value)
+
+
+_CUSTOMER_FIELDS: Final = frozenset(a.name for a in attrs.fields(Customer))
+
+
+def _unknown_customer_key(key: object) -> str:
+    known = ", ".join(sorted(_CUSTOMER_FIELDS))
+    if isinstance(key, str):
+        snake = _CAMEL_HUMP.sub("_", key).lower()
+        if snake in _CUSTOMER_FIELDS:
+            return f"customer has an unknown key {key!r}: use the snake_case name {snake!r}"
+    return f"customer has an unknown key {key!r}: the known keys are {known}"
+
+
+def _all_keys_are_str(value: object) -> bool:
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _all_keys_are_str(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_all_keys_are_str(item) for item in value)
+    return True
+
+
+def _check_metadata(_instance: object, _attribute: object, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise ValidationTypeError(
+            f"metadata must be a mapping with str keys, not {type(value).__name__}"
+        )
+    try:
+        # Strict JSON: no NaN or Infinity, only str keys, only JSON types. The encoded form
+        # is thrown away; the wire encoder dumps the same mapping once more when sending.
+        encoded = json.dumps(
+            value, allow_nan=False, separators=(",", ":"), ensure_ascii=False, sort_keys=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"metadata is not JSON-serializable ({exc}): use only str keys and str, int, "
+            "float, bool, None, list and dict values"
+        ) from None
+    if not _all_keys_are_str(value):
+        # json.dumps quietly turns int keys into strings; the wire must carry what was given.
+        raise ValidationError("metadata keys must all be str: convert the other keys to str")
+    size = len(encoded.encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValidationError(
+            f"metadata is {size} bytes as JSON, more than the {MAX_METADATA_BYTES} allowed: "
+            "keep only what you need to analyse conversions"
+        )
+
+
+def _check_amount(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValidationTypeError(
+            f"amount must be an int, float or Decimal in currency units, not "
+            f"{type(value).__name__}: pass Decimal('29.99') for 29.99"
+        )
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"amount must be a finite number, not {value!r}")
+        return Decimal(repr(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValidationError(f"amount must be a finite number, not {value!r}")
+        return value
+    return Decimal(value)
+
+
+def _normalize_currency(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationTypeError(
+            f"currency must be an ISO 4217 code as a str (e.g. 'eur'), not {type(value).__name__}"
+        )
+    code = value.strip().lower()
+    if currency_exponent(code) is None:
+        raise ValidationError(
+            f"currency {value!r} is not an active ISO 4217 code: use a code such as "
+            "'eur', 'usd' or 'gbp'"
+        )
+    return code
+
+
+def _quantize_amount(amount: Decimal, raw: object, currency: str) -> Decimal:
+    exponent = currency_exponent(currency)
+    assert exponent is not None  # the currency was checked first
+    step = Decimal(1).scaleb(-exponent)
+    try:
+        quantized = amount.quantize(step)
+    except InvalidOperation:
+        raise ValidationError(
+            f"amount {amount} is too large to be sent exactly: check its units"
+        ) from None
+    if quantized != amount and not (
+        # A float such as 0.1 + 0.2 is 0.30000000000000004: tolerate that noise, and send 0.3.
+        isinstance(raw, float) and math.isclose(float(quantized), raw, rel_tol=1e-12)
+    ):
+        raise ValidationError(
+            f"amount {amount} has more decimals than {currency.upper()} allows ({exponent}): "
+            "pass it in currency units rounded to the currency's minor unit"
+        )
+    # The wire carries amounts as JSON numbers (binary doubles on most servers): refuse what
+    # a double cannot carry exactly instead of letting the server round it silently.
+    if Decimal(repr(float(quantized))) != quantized:
+        raise ValidationError(
+            f"amount {amount} has more significant digits than a JSON number carries "
+            "exactly (15): check its units"
+        )
+    return quantized
+
+
+def _check_amount_sign(amount: Decimal) -> None:
+    if amount < 0:
+        raise ValidationError(
+            f"amount must be zero or more, not {amount}: report refunds to Taapit separately"
+        )
+
+
+def _to_amount(value: object) -> Decimal:
+    amount = _check_amount(value)
+    _check_amount_sign(amount)
+    return amount
+
+
+@attrs.frozen(kw_only=True)
+class LeadEvent:
+    """A validated lead: a visitor signed up. Internal; the client builds it."""
+
+    tracking_id: str
+    customer: Customer
+    metadata: Mapping[str, Any] | None = attrs.field(default=None, validator=_check_metadata)
+
+    @classmethod
+    def build(cls, *, tracking_id: object, customer: object, metadata: object) -> Self:
+        """Validate the arguments of ``track.lead`` and return the event."""
+        checked = check_tracking_id(tracking_id, required=True)
+        assert checked is not None
+        return cls(
+            tracking_id=checked,
+            customer=Customer.coerce(customer),
+            metadata=metadata,  # type: ignore[arg-type]  # checked by the attrs validator
+        )
+
+
+@attrs.frozen(kw_only=True)
+class SaleEvent:
+    """A validated sale: a visitor paid. Internal; the client builds it."""
+
+    # Field order is the wire's key order, as in the API reference's examples.
+    tracking_id: str | None = None
+    customer: Customer
+    amount: Decimal
+    currency: str
+    metadata: Mapping[str, Any] | None = attrs.field(default=None, validator=_check_metadata)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        tracking_id: object,
+        customer: object,
+        amount: object,
+        currency: object,
+        metadata: object,
+    ) -> Self:
+        """Validate the arguments of ``track.sale`` and return the event."""
+        checked_id = check_tracking_id(tracking_id, required=False)
+        checked_customer = Customer.coerce(customer)
+        decimal_amount = _to_amount(amount)
+        code = _normalize_currency(currency)
+        return cls(
+            customer=checked_customer,
+            amount=_quantize_amount(decimal_amount, amount, code),
+            currency=code,
+            tracking_id=checked_id,
+            metadata=metadata,  # type: ignore[arg-type]  # checked by the attrs validator
+        )
+
+
+@attrs.frozen
+class TrackResult:
+    """What became of one event. Runtime failures land here instead of being raised.
+
+    Attributes:
+        success: True when Taapit accepted the event.
+        error: None on success, else a ``TaapitError`` with ``code``, ``message``,
+            ``status_code`` and ``retryable``; ``str(error)`` reads well in a log.
+        status_code: The HTTP status of the last reply, None when there was none.
+        attempts: How many HTTP requests were made (0 when nothing was sent).
+        idempotency_key: The ``Idempotency-Key`` every attempt of this event carried.
+        event_id: The event id from Taapit's reply, when it gave one.
+
+    Example:
+        >>> result = await taapit.track.lead(tracking_id=tid, customer=customer)
+        >>> if not result.success:
+        ...     log.warning("lead not tracked: %s", result.error)
+    """
+
+    success: bool
+    error: TaapitError | None = None
+    status_code: int | None = None
+    attempts: int = 0
+    idempotency_key: str | None = None
+    event_id: str | None = None
+
+    def raise_for_error(self) -> Self:
+        """Raise ``error`` if the event failed; return the result itself otherwise.
+
+        Example:
+            >>> (await taapit.track.sale(...)).raise_for_error()
+        """
+        if self.error is not None:
+            raise self.error
+        return self

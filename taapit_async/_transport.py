@@ -1,0 +1,105 @@
+"""The one boundary between the SDK and whatever carries the bytes.
+
+The rest of the SDK sends a body and gets a status, a ``Retry-After`` and a body back; it
+never sees an httpx type. httpx errors are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+import httpx
+
+from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError
+
+__all__ = ["HTTPReply", "HttpxTransport", "Transport"]
+
+
+@attrs.frozen
+class HTTPReply:
+    """What the SDK needs of an HTTP reply."""
+
+    status: int
+    body: bytes
+    retry_after: str | None = None
+
+
+class Transport(Protocol):
+    """Sends one POST and returns its reply, or raises an ``APIConnectionError``."""
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> HTTPReply:
+        """POST ``body`` to ``url``; translate every transport failure to an ``APIError``."""
+
+    async def aclose(self) -> None:
+        """Release the connections this transport owns (never a user's own client)."""
+
+
+class HttpxTransport:
+    """The default transport: one ``httpx.AsyncClient`` connection pool.
+
+    Args:
+        client: A user's own client, which is used as is and never closed; None to build
+            one tuned for this SDK.
+        timeout: Seconds allowed for each of connect, write, read and pool wait.
+        max_connections: Pool size of the client built here.
+        http2: Negotiate HTTP/2 (needs the ``h2`` package: ``taapit-async[http2]``).
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None,
+        *,
+        timeout: float,
+        max_connections: int,
+        http2: bool = False,
+    ) -> None:
+        self._owned = client is None
+        self._timeout = None if client is None else httpx.Timeout(timeout)
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+            ),
+            http2=http2,
+            # A redirect is a misconfigured base_url: never follow it with the secret key.
+            follow_redirects=False,
+        )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The underlying httpx client."""
+        return self._client
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> HTTPReply:
+        """POST ``body`` and read the whole reply."""
+        try:
+            if self._timeout is None:
+                response = await self._client.post(url, content=body, headers=headers)
+            else:
+                # A user's client may have no timeout at all; ours is the contract.
+                response = await self._client.post(
+                    url,
+                    content=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                )
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"no reply in time ({type(exc).__name__})") from exc
+        except (httpx.DecodingError, httpx.TooManyRedirects) as exc:
+            raise InvalidResponseError(f"unreadable reply ({type(exc).__name__})") from exc
+        except httpx.RequestError as exc:
+            raise APIConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        return HTTPReply(
+            status=response.status_code,
+            body=response.content,
+            retry_after=response.headers.get("retry-after"),
+        )
+
+    async def aclose(self) -> None:
+        """Close the pool if this transport built it."""
+        if self._owned:
+            await self._client.aclose()
