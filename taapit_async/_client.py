@@ -63,6 +63,9 @@ logger: Final = logging.getLogger("taapit_async")
 _EMAIL: Final = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+")
 _MAX_SERVER_TEXT: Final = 200
 
+# Indirection so tests can observe the waits between retries without sleeping.
+_sleep = asyncio.sleep
+
 
 class Track:
     """``taapit.track``: send an event now and await its result (retries included).
@@ -382,7 +385,7 @@ class AsyncTaapit:
                         "taapit %s attempt %d failed (%s); retrying in %.3fs",
                         kind, attempts, error, wait,
                     )  # fmt: skip
-                    await asyncio.sleep(wait)
+                    await _sleep(wait)
         except TimeoutError:
             error = APITimeoutError(
                 f"no reply within the call's deadline of {retry.deadline:g}s "

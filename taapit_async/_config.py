@@ -41,6 +41,7 @@ _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _TRUE: Final = frozenset({"1", "true", "yes", "on", ""})
 # A key travels in a header: whitespace or control characters would split or corrupt it.
 _KEY_SHAPE: Final = re.compile(r"[\x21-\x7e]+")
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 def user_agent() -> str:
@@ -50,6 +51,14 @@ def user_agent() -> str:
         f"{platform.python_implementation()}/{platform.python_version()} "
         f"httpx/{httpx.__version__}"
     )
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -75,6 +84,8 @@ def _check_base_url(raw: object, source: str) -> str:
         raise ConfigurationError(
             f"{source} must be an http(s) URL with a host, such as {DEFAULT_BASE_URL!r}"
         )
+    if not _is_host(url.host) or not 0 < (url.port or 443) < 65536:
+        raise ConfigurationError(f"{source} is not a valid URL (check its host and port)")
     if url.query or url.fragment:
         raise ConfigurationError(f"{source} must not carry a query string or a fragment")
     if url.scheme == "http" and not _is_loopback(url.host):

@@ -335,7 +335,6 @@ class LeadEvent:
 class SaleEvent:
     """A validated sale: a visitor paid. Internal; the client builds it."""
 
-    # Field order is the wire's key order, as in the API reference's examples.
     tracking_id: str | None = None
     customer: Customer
     amount: Decimal
