@@ -8,7 +8,6 @@ import email.utils
 import logging
 import re
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +33,7 @@ from taapit_async import (
     RateLimitError,
     RejectedError,
     ServerError,
+    TaapitError,
     ValidationError,
     __version__,
     _client,
@@ -46,7 +46,7 @@ CUSTOMER = Customer(external_id="user_123", email="john@example.com")
 
 
 @pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the waits between retries instead of sleeping them."""
     recorded: list[float] = []
 
@@ -54,7 +54,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         recorded.append(seconds)
 
     monkeypatch.setattr(_client, "_sleep", fake_sleep)
-    yield recorded
+    return recorded
 
 
 async def send_lead(taapit: AsyncTaapit, **overrides: Any) -> Any:
@@ -222,7 +222,7 @@ async def test_client_errors_are_not_retried(
     taapit: AsyncTaapit,
     waits: list[float],
     status: int,
-    error_type: type[Exception],
+    error_type: type[TaapitError],
     code: str,
 ) -> None:
     route = api.post("/api/events/lead").respond(
@@ -257,7 +257,7 @@ async def test_connection_errors_and_timeouts_are_retried(
     taapit: AsyncTaapit,
     waits: list[float],
     exception: Exception,
-    error_type: type[Exception],
+    error_type: type[TaapitError],
     code: str,
 ) -> None:
     route = api.post("/api/events/lead").mock(side_effect=exception)
@@ -723,7 +723,7 @@ async def test_a_users_own_http_client_is_used_and_never_closed(api: respx.MockR
 async def test_the_clients_own_pool_is_closed_by_aclose() -> None:
     taapit = make_client()
     transport = taapit._transport
-    assert isinstance(transport, _client.HttpxTransport)
+    assert isinstance(transport, HttpxTransport)
     await taapit.aclose()
     assert transport.client.is_closed
 
