@@ -38,6 +38,7 @@ from taapit_async import (
     __version__,
     _client,
 )
+from taapit_async._transport import HttpxTransport
 
 from ._support import API_KEY, BASE_URL, LEAD_URL, SALE_URL, make_client
 
