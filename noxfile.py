@@ -1,0 +1,75 @@
+"""Developer tasks: `python3 -m nox -s <session>` (list them with `nox -l`)."""
+
+from __future__ import annotations
+
+import glob
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON = "3.11"
+
+
+def install_groups(session: nox.Session, *groups: str, extras: str = "") -> None:
+    """Install the project (editable) and the named dependency groups."""
+    session.install("-e", f".{extras}", *nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package, tests, examples and benchmarks."""
+    install_groups(session, "typing")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite with branch coverage (fails under 95 %)."""
+    install_groups(session, "test")
+    session.run(
+        "pytest",
+        "--cov=taapit_async",
+        "--cov-branch",
+        "--cov-report=term-missing:skip-covered",
+        "--cov-fail-under=95",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The one-command demo: a fake Taapit on 127.0.0.1, a lead, a sale, a retried sale."""
+    session.install("-e", ".[server]")
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Throughput and CPU per event: the SDK against raw httpx and requests.post."""
+    install_groups(session, "bench")
+    session.run("python", "benchmarks/bench_transport.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build the sdist and wheel, then run the tests against the installed wheel."""
+    out = session.create_tmp()
+    session.install("build")
+    session.run("python", "-m", "build", "--outdir", out)
+    (wheel,) = glob.glob(f"{out}/taapit_async-*.whl")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install("--force-reinstall", wheel)
+    # Append mode puts the checkout after site-packages, so the tests import the wheel.
+    session.run("pytest", "--import-mode=append", *session.posargs)
