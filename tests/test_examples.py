@@ -43,3 +43,18 @@ def test_python_dash_m_runs_the_command_line() -> None:
     )
     assert done.returncode == 0
     assert "--api-key" in done.stdout
+
+
+def test_fake_server_command_is_dispatched(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["fake-server", "--help"])
+    assert info.value.code == 0
+    assert "--error-rate" in capsys.readouterr().out
+
+
+def test_fake_server_without_uvicorn_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "taapit_async.testing._server", None)
+    assert cli_main(["fake-server"]) == 2
+    assert "taapit_async.testing._server" in capsys.readouterr().err

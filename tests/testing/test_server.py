@@ -7,7 +7,7 @@ import importlib
 import importlib.util
 import json
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
+from taapit_async.testing._server import main
 
 from ._bodies import (
     CURL_LEAD,
@@ -339,14 +340,21 @@ def test_fake_server_command_serves_until_interrupted(stop_signal: signal.Signal
     with subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, cwd=root, env=env
     ) as proc:
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line.strip())
+
+        # A thread reads the output, so that a silent command fails the test in 30 s
+        # instead of hanging it.
+        reader = threading.Thread(target=pump)
+        reader.start()
         try:
-            lines = []
-            while len(lines) < 2:
-                ready, _, _ = select.select([proc.stdout], [], [], 30)
-                assert ready, "the command printed nothing within 30 s"
-                lines.append(proc.stdout.readline().strip())
-            url = lines[0].rsplit(" ", 1)[1]
+            first, second = lines.get(timeout=30), lines.get(timeout=30)
+            url = first.rsplit(" ", 1)[1]
             reply = httpx.post(
                 f"{url}{LEAD}", json=lead(), headers={"Authorization": "Bearer taapit_sk_demo"}
             )
@@ -356,15 +364,14 @@ def test_fake_server_command_serves_until_interrupted(stop_signal: signal.Signal
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            reader.join()
 
     assert url.startswith("http://127.0.0.1:")
-    assert lines[1] == "API key: taapit_sk_demo"
+    assert second == "API key: taapit_sk_demo"
     assert reply.status_code == 200
 
 
 def test_fake_server_command_refuses_bad_rates(capsys: pytest.CaptureFixture[str]) -> None:
-    from taapit_async.testing._server import main
-
     with pytest.raises(SystemExit) as exit_info:
         main(["--error-rate", "2"])
 

@@ -1,0 +1,853 @@
+"""Throughput and CPU per event: the SDK against raw httpx and the ``requests.post`` pattern.
+
+One run does everything:
+
+1. starts the fake Taapit API under uvicorn in its own process on 127.0.0.1 and samples
+   that process's CPU time (``/proc/<pid>/stat``) around every measured phase, so the
+   tables show whether the server was the limit;
+2. for each concurrency, runs each client in a fresh subprocess against it: N lead events
+   after a warm-up, every one a real JSON POST with a unique ``Idempotency-Key``, and checks
+   afterwards that the fake recorded every event;
+3. measures the client CPU per event with no network at all (``httpx.MockTransport``), raw
+   httpx against the SDK, which is the SDK's own overhead;
+4. prints one table per concurrency, the null-transport table, the targets and the
+   machine facts (``--json PATH`` writes all of it to a file).
+
+Run it with ``python benchmarks/bench_transport.py`` (``--help`` for the options), or
+``nox -s bench``. See ``benchmarks/README.md`` for how to read the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import dataclasses
+import gc
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import requests
+
+from taapit_async import AsyncTaapit
+
+API_KEY: Final = "taapit_sk_test"  # the fake's default key
+LEAD_PATH: Final = "/api/events/lead"
+TRACKING_ID: Final = "rLnWe1uz9t282v7g"
+METADATA: Final = {"plan": "pro", "source": "benchmark", "campaign": "spring"}
+USER_AGENT: Final = "bench-raw/1.0"
+REQUEST_TIMEOUT: Final = 30.0
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+CLIENT_LABELS: Final = {
+    "httpx": "raw httpx",
+    "requests": "requests.post pattern",
+    "sdk": "SDK",
+}
+NULL_LABELS: Final = {
+    "raw": "raw httpx (per-request headers)",
+    "raw-client-headers": "raw httpx (headers on the client)",
+    "sdk": "SDK track.lead",
+}
+
+
+# -- what every client sends -------------------------------------------------------------
+
+
+def lead_body(i: int) -> dict[str, Any]:
+    """The JSON body of the i-th lead, as the vendor reference shapes it."""
+    return {
+        "trackingId": TRACKING_ID,
+        "customer": {
+            "externalId": f"user_{i}",
+            "email": f"user{i}@example.com",
+            "firstname": "John",
+            "lastname": "Doe",
+        },
+        "metadata": METADATA,
+    }
+
+
+def lead_customer(i: int) -> dict[str, str]:
+    """The same customer, as the SDK's ``customer=`` mapping."""
+    return {
+        "external_id": f"user_{i}",
+        "email": f"user{i}@example.com",
+        "firstname": "John",
+        "lastname": "Doe",
+    }
+
+
+def raw_headers(key: str) -> dict[str, str]:
+    """The headers the SDK sends, for a raw httpx client to send the same."""
+    return {
+        "Authorization": f"Bearer {API_KEY}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": key,
+    }
+
+
+def new_key() -> str:
+    """A fresh idempotency key, made as the SDK makes its default ones."""
+    return str(uuid.uuid4())
+
+
+# -- CPU accounting ----------------------------------------------------------------------
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may contain spaces and parentheses: the fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / CLK_TCK
+
+
+@dataclasses.dataclass
+class Stamp:
+    """Clocks read at one instant: wall, this process's CPU, the server's CPU."""
+
+    wall: float
+    cpu: float
+    server_cpu: float
+
+    @classmethod
+    def now(cls, server_pid: int | None) -> Stamp:
+        """Read the clocks."""
+        server = process_cpu(server_pid) if server_pid is not None else 0.0
+        return cls(time.perf_counter(), time.process_time(), server)
+
+
+@dataclasses.dataclass
+class Measured:
+    """One measured phase: its clocks and the failures the client saw."""
+
+    wall: float
+    cpu: float
+    server_cpu: float
+    failures: int
+    warmup_failures: int = 0
+
+    @classmethod
+    def between(cls, start: Stamp, end: Stamp, failures: int, warmup_failures: int) -> Measured:
+        """The deltas of two stamps."""
+        return cls(
+            wall=end.wall - start.wall,
+            cpu=end.cpu - start.cpu,
+            server_cpu=end.server_cpu - start.server_cpu,
+            failures=failures,
+            warmup_failures=warmup_failures,
+        )
+
+
+# -- the clients, run inside a worker subprocess -----------------------------------------
+
+
+@dataclasses.dataclass
+class LiveSpec:
+    """What one worker subprocess runs against the served fake."""
+
+    client: str  # a key of CLIENT_LABELS
+    concurrency: int
+    events: int
+    warmup: int
+    url: str
+    server_pid: int
+    max_in_flight: int | None = None  # SDK only; None for the SDK's default
+
+
+async def drive(send: Callable[[int], Awaitable[bool]], first: int, n: int, workers: int) -> int:
+    """Send events first..first+n-1 from ``workers`` tasks; return how many failed."""
+    numbers = iter(range(first, first + n))  # shared: each task takes the next number
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        for i in numbers:
+            try:
+                ok = await send(i)
+            except Exception as exc:
+                print(f"event {i} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                ok = False
+            failures += not ok
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return failures
+
+
+async def measure_async(send: Callable[[int], Awaitable[bool]], spec: LiveSpec) -> Measured:
+    """Warm up, then time ``spec.events`` sends at ``spec.concurrency``."""
+    warmup_failures = await drive(send, 0, spec.warmup, spec.concurrency)
+    gc.collect()
+    start = Stamp.now(spec.server_pid)
+    failures = await drive(send, spec.warmup, spec.events, spec.concurrency)
+    end = Stamp.now(spec.server_pid)
+    return Measured.between(start, end, failures, warmup_failures)
+
+
+async def live_httpx(spec: LiveSpec) -> Measured:
+    """One ``httpx.AsyncClient`` with a pool sized to the concurrency."""
+    url = spec.url + LEAD_PATH
+    limits = httpx.Limits(
+        max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency
+    )
+    async with httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT) as client:
+
+        async def send(i: int) -> bool:
+            response = await client.post(url, json=lead_body(i), headers=raw_headers(new_key()))
+            return response.status_code == 200
+
+        return await measure_async(send, spec)
+
+
+async def live_sdk(spec: LiveSpec) -> Measured:
+    """``AsyncTaapit`` with default settings, or with ``max_in_flight`` set."""
+    if spec.max_in_flight is None:
+        taapit = AsyncTaapit(API_KEY, base_url=spec.url)
+    else:
+        taapit = AsyncTaapit(API_KEY, base_url=spec.url, max_in_flight=spec.max_in_flight)
+    async with taapit:
+
+        async def send(i: int) -> bool:
+            result = await taapit.track.lead(
+                tracking_id=TRACKING_ID, customer=lead_customer(i), metadata=METADATA
+            )
+            if result.error is not None:
+                print(f"event {i}: {result.error}", file=sys.stderr)
+            return result.success and result.attempts == 1
+
+        return await measure_async(send, spec)
+
+
+def live_requests(spec: LiveSpec) -> Measured:
+    """The vendor's snippet: ``requests.post`` per event (no Session), from a thread pool."""
+    url = spec.url + LEAD_PATH
+
+    def send(i: int) -> bool:
+        try:
+            response = requests.post(
+                url,
+                headers={
+                    "Authorization": f"Bearer {API_KEY}",
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": new_key(),
+                },
+                json=lead_body(i),
+                timeout=REQUEST_TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            print(f"event {i} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return False
+        return response.status_code == 200
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
+        warmup_failures = sum(not ok for ok in pool.map(send, range(spec.warmup)))
+        gc.collect()
+        start = Stamp.now(spec.server_pid)
+        results = pool.map(send, range(spec.warmup, spec.warmup + spec.events))
+        failures = sum(not ok for ok in results)
+        end = Stamp.now(spec.server_pid)
+    return Measured.between(start, end, failures, warmup_failures)
+
+
+def run_live_worker(spec: LiveSpec) -> Measured:
+    """Run one client as the spec says (inside the worker subprocess)."""
+    if spec.client == "httpx":
+        return asyncio.run(live_httpx(spec))
+    if spec.client == "sdk":
+        return asyncio.run(live_sdk(spec))
+    if spec.client == "requests":
+        return live_requests(spec)
+    msg = f"unknown client {spec.client!r}"
+    raise ValueError(msg)
+
+
+# -- the null transport: client CPU with no network --------------------------------------
+
+
+@dataclasses.dataclass
+class NullSpec:
+    """What the null-transport worker subprocess runs."""
+
+    iterations: int
+    repeats: int
+    in_flight: list[int]
+    kinds: list[str]  # keys of NULL_LABELS
+
+
+REPLY: Final = b'{"success":true}'
+
+
+async def null_reply(request: httpx.Request) -> httpx.Response:
+    """Answer 200 at once; the one yield lets concurrent callers really interleave."""
+    await asyncio.sleep(0)
+    return httpx.Response(200, content=REPLY, headers={"Content-Type": "application/json"})
+
+
+async def null_round(kind: str, iterations: int, in_flight: int, warmup: int) -> float:
+    """CPU µs per event of ``iterations`` events through a fresh client on a MockTransport."""
+    mock = httpx.MockTransport(null_reply)
+    url = "http://127.0.0.1" + LEAD_PATH
+    send: Callable[[int], Awaitable[bool]]
+    if kind == "sdk":
+        http_client = httpx.AsyncClient(transport=mock)
+        closing: Callable[[], Awaitable[None]] = http_client.aclose
+        taapit = AsyncTaapit(API_KEY, base_url="http://127.0.0.1", http_client=http_client)
+
+        async def send_sdk(i: int) -> bool:
+            result = await taapit.track.lead(
+                tracking_id=TRACKING_ID, customer=lead_customer(i), metadata=METADATA
+            )
+            return result.success
+
+        send = send_sdk
+    elif kind == "raw":
+        client = httpx.AsyncClient(transport=mock)
+        closing = client.aclose
+
+        async def send_raw(i: int) -> bool:
+            response = await client.post(url, json=lead_body(i), headers=raw_headers(new_key()))
+            return response.status_code == 200
+
+        send = send_raw
+    elif kind == "raw-client-headers":
+        static = raw_headers("")
+        del static["Idempotency-Key"]
+        client = httpx.AsyncClient(transport=mock, headers=static)
+        closing = client.aclose
+
+        async def send_raw_defaults(i: int) -> bool:
+            response = await client.post(
+                url, json=lead_body(i), headers={"Idempotency-Key": new_key()}
+            )
+            return response.status_code == 200
+
+        send = send_raw_defaults
+    else:
+        msg = f"unknown null-transport client {kind!r}"
+        raise ValueError(msg)
+    try:
+        failures = await drive(send, 0, warmup, in_flight)
+        gc.collect()
+        start = time.process_time()
+        failures += await drive(send, warmup, iterations, in_flight)
+        cpu = time.process_time() - start
+    finally:
+        await closing()
+    if failures:
+        msg = f"{failures} events failed on the null transport ({kind})"
+        raise RuntimeError(msg)
+    return cpu / iterations * 1e6
+
+
+def run_null_worker(spec: NullSpec) -> dict[str, Any]:
+    """All null-transport rounds, interleaved so that drift hits every client alike."""
+    samples: dict[str, dict[str, list[float]]] = {
+        str(n): {kind: [] for kind in spec.kinds} for n in spec.in_flight
+    }
+    warmup = max(200, spec.iterations // 20)
+    for n in spec.in_flight:
+        for _ in range(spec.repeats):
+            for kind in spec.kinds:
+                us = asyncio.run(null_round(kind, spec.iterations, n, warmup))
+                samples[str(n)][kind].append(us)
+    return samples
+
+
+# -- the parent: server, workers, tables -------------------------------------------------
+
+
+@dataclasses.dataclass
+class LiveResult:
+    """One client at one concurrency, with what the fake recorded."""
+
+    label: str
+    client: str
+    concurrency: int
+    max_in_flight: int | None
+    events: int
+    warmup: int
+    wall_s: float
+    events_per_s: float
+    client_cpu_us_per_event: float
+    client_cpu_pct: float
+    server_cpu_pct: float
+    failures: int
+    warmup_failures: int
+    recorded: int  # events the fake recorded, warm-up included
+    requests_seen: int  # requests the fake received, warm-up included
+    ok: bool
+    vs_requests: float | None = None
+    vs_raw_httpx: float | None = None
+
+
+class FakeServer:
+    """The fake Taapit API in its own process: ``python -m taapit_async fake-server``."""
+
+    def __init__(self, http: str, latency: float) -> None:
+        self.http = http
+        self.latency = latency
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "taapit_async", "fake-server",
+                "--port", str(self.port), "--http", http, "--latency", str(latency),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )  # fmt: skip
+        self.pid = self.process.pid
+        try:
+            self._wait_until_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"the fake server exited ({self.process.returncode}): {self.log()}"
+                raise RuntimeError(msg)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            self.control("GET", "stats")
+            return
+        msg = f"the fake server did not listen on port {self.port} within {timeout:g}s"
+        raise RuntimeError(msg)
+
+    def log(self) -> str:
+        """What the server wrote to stderr."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def control(self, method: str, name: str) -> Any:
+        """Call one of the fake's ``/_fake/`` control endpoints and return its JSON."""
+        request = urllib.request.Request(f"{self.url}/_fake/{name}", method=method, data=None)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        """SIGTERM (a clean uvicorn shutdown), then SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_worker(kind: str, spec: LiveSpec | NullSpec, timeout: float) -> Any:
+    """Run ``--worker`` in a fresh interpreter and return the JSON it prints last."""
+    command = [
+        sys.executable, os.path.abspath(__file__),
+        "--worker", kind, "--spec", json.dumps(dataclasses.asdict(spec)),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        msg = f"worker {kind} failed ({done.returncode}):\n{done.stderr[-4000:]}"
+        raise RuntimeError(msg)
+    if done.stderr.strip():
+        print(done.stderr.rstrip()[-2000:], file=sys.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def live_variants(concurrency: int, sweep: Sequence[int]) -> Iterator[tuple[str, str, int | None]]:
+    """(label, client, max_in_flight) for every client run at this concurrency."""
+    yield CLIENT_LABELS["httpx"], "httpx", None
+    yield CLIENT_LABELS["requests"], "requests", None
+    yield f"SDK (default, max_in_flight={DEFAULT_MAX_IN_FLIGHT})", "sdk", None
+    extra = sweep or [concurrency]
+    for mif in extra:
+        if mif != DEFAULT_MAX_IN_FLIGHT:
+            yield f"SDK (max_in_flight={mif})", "sdk", mif
+
+
+DEFAULT_MAX_IN_FLIGHT: Final = 8  # AsyncTaapit's default; checked against the SDK below
+
+
+def run_live(server: FakeServer, args: argparse.Namespace, concurrency: int) -> list[LiveResult]:
+    """Every client at one concurrency, each in a fresh subprocess."""
+    results: list[LiveResult] = []
+    for label, client, mif in live_variants(concurrency, args.max_in_flight):
+        print(f"  {label} at {concurrency} in flight ...", file=sys.stderr, flush=True)
+        server.control("POST", "reset")
+        spec = LiveSpec(
+            client=client,
+            concurrency=concurrency,
+            events=args.events,
+            warmup=args.warmup,
+            url=server.url,
+            server_pid=server.pid,
+            max_in_flight=mif,
+        )
+        raw = run_worker("live", spec, timeout=600)
+        m = Measured(**raw)
+        stats = server.control("GET", "stats")
+        expected = args.warmup + args.events
+        recorded, seen = int(stats["events"]), int(stats["requests"])
+        results.append(
+            LiveResult(
+                label=label,
+                client=client,
+                concurrency=concurrency,
+                max_in_flight=mif,
+                events=args.events,
+                warmup=args.warmup,
+                wall_s=m.wall,
+                events_per_s=args.events / m.wall,
+                client_cpu_us_per_event=m.cpu / args.events * 1e6,
+                client_cpu_pct=100 * m.cpu / m.wall,
+                server_cpu_pct=100 * m.server_cpu / m.wall,
+                failures=m.failures,
+                warmup_failures=m.warmup_failures,
+                recorded=recorded,
+                requests_seen=seen,
+                ok=m.failures == 0 and m.warmup_failures == 0 and recorded == expected == seen,
+            )
+        )
+    by_client = {r.client: r for r in results if r.max_in_flight is None}
+    for r in results:
+        r.vs_requests = r.events_per_s / by_client["requests"].events_per_s
+        r.vs_raw_httpx = r.events_per_s / by_client["httpx"].events_per_s
+    return results
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
+
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+
+
+def print_live(results: Sequence[LiveResult], server: FakeServer) -> None:
+    """The table of one concurrency."""
+    first = results[0]
+    print()
+    print(
+        f"== {first.concurrency} in flight: {first.events} lead events per client "
+        f"(after {first.warmup} warm-up), fake API on uvicorn/{server.http}, "
+        f"latency {server.latency:g}s =="
+    )
+    rows = []
+    for r in results:
+        recorded = f"{r.recorded - r.warmup}/{r.events}"
+        if not r.ok:
+            recorded += (
+                f" LOST/FAILED (failures {r.failures}+{r.warmup_failures} warm-up, "
+                f"requests {r.requests_seen})"
+            )
+        rows.append(
+            [
+                r.label,
+                f"{r.events_per_s:,.0f}",
+                f"{r.client_cpu_us_per_event:,.0f}",
+                f"{r.client_cpu_pct:.0f}%",
+                f"{r.server_cpu_pct:.0f}%",
+                f"{r.vs_requests:.2f}x" if r.vs_requests is not None else "-",
+                f"{r.vs_raw_httpx:.2f}x" if r.vs_raw_httpx is not None else "-",
+                recorded,
+            ]
+        )
+    print_table(
+        [
+            "client",
+            "events/s",
+            "client CPU µs/event",
+            "client CPU %",
+            "server CPU %",
+            "÷ requests.post",
+            "÷ raw httpx",
+            "recorded",
+        ],
+        rows,
+    )
+
+
+def summarize_null(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """Median per client and in-flight count, and the SDK/raw ratio."""
+    rows: list[dict[str, Any]] = []
+    for n, by_kind in samples.items():
+        medians = {kind: statistics.median(values) for kind, values in by_kind.items()}
+        raw = medians.get("raw")
+        for kind, values in by_kind.items():
+            rows.append(
+                {
+                    "in_flight": int(n),
+                    "client": kind,
+                    "label": NULL_LABELS[kind],
+                    "cpu_us_per_event_median": medians[kind],
+                    "samples": values,
+                    "vs_raw": medians[kind] / raw if raw else None,
+                }
+            )
+    return rows
+
+
+def print_null(rows: Sequence[dict[str, Any]], iterations: int, repeats: int) -> None:
+    """The null-transport table."""
+    print()
+    print(
+        f"== Null transport (httpx.MockTransport, 200 at once): client CPU per event, "
+        f"median of {repeats} x {iterations:,} events =="
+    )
+    table = []
+    for row in rows:
+        samples = " ".join(f"{v:.1f}" for v in row["samples"])
+        table.append(
+            [
+                row["label"],
+                str(row["in_flight"]),
+                f"{row['cpu_us_per_event_median']:.1f}",
+                f"{row['vs_raw']:.3f}x" if row["vs_raw"] is not None else "-",
+                samples,
+            ]
+        )
+    print_table(["client", "in flight", "CPU µs/event", "÷ raw httpx", "samples (µs)"], table)
+
+
+VERSIONS_SHOWN: Final = (
+    "taapit-async", "httpx", "httpcore", "anyio", "h11", "uvicorn", "requests", "urllib3",
+)  # fmt: skip
+
+
+def machine_facts(server_http: str) -> dict[str, Any]:
+    """CPU, cores and the versions that decide the figures."""
+    model = "unknown"
+    with Path("/proc/cpuinfo").open() as cpuinfo:
+        for entry in cpuinfo:
+            if entry.startswith("model name"):
+                model = entry.split(":", 1)[1].strip()
+                break
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": {name: version(name) for name in VERSIONS_SHOWN},
+        "installed": {
+            name: importlib.util.find_spec(name) is not None
+            for name in ("sniffio", "httptools", "uvloop", "h2")
+        },
+        "server_http": server_http,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def print_facts(facts: dict[str, Any]) -> None:
+    """The machine facts."""
+    print()
+    print("== Machine ==")
+    print(f"CPU: {facts['cpu']}, {facts['cores']} cores ({facts['usable_cores']} usable)")
+    print(f"OS: {facts['platform']}; load average at start {facts['loadavg_at_start']}")
+    print(f"Python: {facts['python']}")
+    print("Versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()))
+    print(
+        "Installed: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in facts["installed"].items())
+    )
+    print(f"Fake server: uvicorn with {facts['server_http']}, one process, asyncio loop")
+
+
+def check_targets(
+    live: Sequence[LiveResult], null: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The issue's two targets, at 32 in flight."""
+    targets: list[dict[str, Any]] = []
+    at32 = [r for r in live if r.concurrency == 32]
+    sdk = next((r for r in at32 if r.client == "sdk" and r.max_in_flight is None), None)
+    if sdk is not None and sdk.vs_requests is not None:
+        targets.append(
+            {
+                "target": "SDK (default) events/s >= 1.0x requests.post at 32 in flight",
+                "value": sdk.vs_requests,
+                "met": sdk.vs_requests >= 1.0,
+            }
+        )
+    targets.extend(
+        {
+            "target": f"SDK null-transport CPU/event <= 1.15x raw httpx "
+            f"({row['in_flight']} in flight)",
+            "value": row["vs_raw"],
+            "met": row["vs_raw"] <= 1.15,
+        }
+        for row in null
+        if row["client"] == "sdk" and row["in_flight"] in (1, 32) and row["vs_raw"] is not None
+    )
+    return targets
+
+
+def int_list(text: str) -> list[int]:
+    """Parse ``1,8,32``."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        msg = f"expected comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not values or min(values) < 1:
+        msg = f"expected integers >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return values
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description="Throughput and CPU per event of the SDK, raw httpx and requests.post "
+        "against the fake Taapit API served by uvicorn on 127.0.0.1, plus the SDK's CPU "
+        "overhead on a null transport.",
+    )
+    parser.add_argument(
+        "--concurrency", type=int_list, default=[1, 8, 32], help="in-flight counts (1,8,32)"
+    )
+    parser.add_argument("--events", type=int, default=3000, help="events per client run")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up events, not timed")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int_list,
+        default=[],
+        help="extra SDK runs with these max_in_flight values at every concurrency "
+        "(default: one run with max_in_flight = the concurrency, when that is not 8)",
+    )
+    parser.add_argument(
+        "--http",
+        choices=("auto", "httptools", "h11"),
+        default="auto",
+        help="the fake server's HTTP parser (auto: httptools when installed)",
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds the fake adds")
+    parser.add_argument(
+        "--null-iterations", type=int, default=20000, help="events per null-transport round"
+    )
+    parser.add_argument("--null-repeats", type=int, default=3, help="null-transport rounds")
+    parser.add_argument(
+        "--null-in-flight", type=int_list, default=[1, 32], help="null-transport concurrency"
+    )
+    parser.add_argument("--skip-live", action="store_true", help="only the null transport")
+    parser.add_argument("--skip-null", action="store_true", help="only the live server")
+    parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument("--worker", choices=("live", "null"), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, or one worker of it."""
+    args = parse_args(argv)
+    if args.worker == "live":
+        measured = run_live_worker(LiveSpec(**json.loads(args.spec)))
+        print(json.dumps(dataclasses.asdict(measured)))
+        return 0
+    if args.worker == "null":
+        print(json.dumps(run_null_worker(NullSpec(**json.loads(args.spec)))))
+        return 0
+
+    command = shlex.join([sys.executable, *sys.argv])
+    print(f"Command: {command}")
+    sdk_default = inspect.signature(AsyncTaapit).parameters["max_in_flight"].default
+    if sdk_default != DEFAULT_MAX_IN_FLIGHT:
+        print(f"note: the SDK's default max_in_flight is {sdk_default}, not 8", file=sys.stderr)
+    http = args.http
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    facts = machine_facts(http)
+    report: dict[str, Any] = {"command": command, "machine": facts, "live": [], "null": []}
+    started = time.monotonic()
+    live: list[LiveResult] = []
+    if not args.skip_live:
+        server = FakeServer(http, args.latency)
+        try:
+            print(f"Fake Taapit API: {server.url} (pid {server.pid}, uvicorn/{http})")
+            for concurrency in args.concurrency:
+                results = run_live(server, args, concurrency)
+                print_live(results, server)
+                sys.stdout.flush()
+                live.extend(results)
+        finally:
+            server.stop()
+        report["live"] = [dataclasses.asdict(r) for r in live]
+    null_rows: list[dict[str, Any]] = []
+    if not args.skip_null:
+        print("  null transport ...", file=sys.stderr, flush=True)
+        spec = NullSpec(
+            iterations=args.null_iterations,
+            repeats=args.null_repeats,
+            in_flight=args.null_in_flight,
+            kinds=list(NULL_LABELS),
+        )
+        null_rows = summarize_null(run_worker("null", spec, timeout=1800))
+        print_null(null_rows, args.null_iterations, args.null_repeats)
+        report["null"] = null_rows
+    targets = check_targets(live, null_rows)
+    report["targets"] = targets
+    if targets:
+        print()
+        print("== Targets ==")
+        for t in targets:
+            print(f"{'MET ' if t['met'] else 'MISSED'}  {t['target']}: {t['value']:.2f}x")
+    lost = [r for r in live if not r.ok]
+    if lost:
+        print()
+        print(f"WARNING: {len(lost)} run(s) lost or failed events: see 'recorded' above")
+    print_facts(facts)
+    elapsed = time.monotonic() - started
+    report["elapsed_s"] = elapsed
+    print(f"\nTotal time: {elapsed:.0f}s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"Figures written to {args.json}")
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
