@@ -29,6 +29,7 @@ __all__ = [
     "SaleEvent",
     "TrackResult",
     "check_idempotency_key",
+    "check_metadata",
     "check_tracking_id",
     "is_valid_tracking_id",
 ]
@@ -237,6 +238,11 @@ def _check_metadata(_instance: object, _attribute: object, value: Any) -> None:
             f"metadata is {size} bytes as JSON, more than the {MAX_METADATA_BYTES} allowed: "
             "keep only what you need to analyse conversions"
         )
+
+
+def check_metadata(value: object) -> None:
+    """Raise ``ValidationError`` unless ``value`` is None or a small JSON object."""
+    _check_metadata(None, None, value)
 
 
 def _check_amount(value: object) -> Decimal:

@@ -1,0 +1,114 @@
+"""Finding a visitor's ``ta_tid`` in a cookie header, a query string or a small body.
+
+Shared by the ASGI middleware and the framework helpers so that both read ids the same way:
+a valid id is ``[A-Za-z0-9_-]{1,128}``; anything else counts as absent and is never echoed.
+Where a source repeats the key, the first value is the one that counts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final, Literal
+from urllib.parse import parse_qsl
+
+from taapit_async._models import is_valid_tracking_id
+
+__all__ = [
+    "COOKIE_NAME",
+    "DEFAULT_BODY_LIMIT",
+    "Source",
+    "body_kind",
+    "from_body",
+    "from_cookie_header",
+    "from_form",
+    "from_json",
+    "from_query",
+]
+
+Source = Literal["cookie", "body", "query"]
+
+#: The first-party cookie, URL parameter and form field that carry the tracking id.
+COOKIE_NAME: Final = "ta_tid"
+#: Largest body the middleware reads to look for an id; larger bodies stream through.
+DEFAULT_BODY_LIMIT: Final = 64 * 1024
+
+_COOKIE_PREFIX: Final = COOKIE_NAME.encode() + b"="
+_JSON_KEYS: Final = ("trackingId", COOKIE_NAME)
+
+
+def _valid(value: object) -> str | None:
+    return value if is_valid_tracking_id(value) else None  # type: ignore[return-value]
+
+
+def from_cookie_header(header: bytes) -> str | None:
+    """Return the valid ``ta_tid`` of a ``Cookie`` header value, or None."""
+    if _COOKIE_PREFIX not in header:
+        return None
+    for pair in header.split(b";"):
+        name, sep, value = pair.strip().partition(b"=")
+        if sep and name == b"ta_tid":
+            # RFC 6265 allows a quoted value; ids never contain quotes themselves.
+            text = value.decode("latin-1").strip()
+            if len(text) >= 2 and text[0] == text[-1] == '"':
+                text = text[1:-1]
+            return _valid(text)
+    return None
+
+
+def from_query(query_string: bytes | str) -> str | None:
+    """Return the valid ``ta_tid`` of a raw query string, or None."""
+    text = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
+    if COOKIE_NAME not in text and "ta%5Ftid" not in text.lower():
+        return None
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        if name == COOKIE_NAME:
+            return _valid(value)
+    return None
+
+
+def body_kind(content_type: bytes | str | None) -> Literal["json", "form"] | None:
+    """Tell which bodies may be read for an id: JSON (incl. ``+json``) and url-encoded forms.
+
+    Multipart and every other type are never read.
+    """
+    if not content_type:
+        return None
+    text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
+    media = text.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return "json"
+    if media == "application/x-www-form-urlencoded":
+        return "form"
+    return None
+
+
+def from_json(body: bytes) -> str | None:
+    """Return the id of a JSON object body: ``trackingId``, then ``ta_tid``; else None."""
+    try:
+        data = json.loads(body)
+    except ValueError:  # invalid JSON or not UTF-8: simply no id here
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key in _JSON_KEYS:
+        if key in data:
+            found = _valid(data[key])
+            if found is not None:
+                return found
+    return None
+
+
+def from_form(body: bytes) -> str | None:
+    """Return the valid ``ta_tid`` field of a url-encoded form body, or None."""
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:  # a form is percent-encoded ASCII; anything else is not one
+        return None
+    return from_query(text)
+
+
+def from_body(kind: Literal["json", "form"], body: bytes) -> str | None:
+    """Return the id of a body of the given kind, or None."""
+    return from_json(body) if kind == "json" else from_form(body)
