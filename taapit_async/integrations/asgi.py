@@ -198,12 +198,9 @@ class TaapitMiddleware:
         async def wrapped(message: Message) -> None:
             kind = message["type"]
             if kind == "lifespan.startup.complete" and self._find_client(scope) is None:
-                try:
-                    self._owned = AsyncTaapit()
-                except ConfigurationError as exc:
-                    # Fail the start loudly rather than serve requests that cannot track.
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
+                # A ConfigurationError (no key) propagates into the app's startup, which
+                # fails loudly: better than serving requests that cannot track.
+                self._owned = AsyncTaapit()
                 state = scope.get("state")
                 if state is not None:
                     state[CLIENT_STATE_KEY] = self._owned
