@@ -123,19 +123,28 @@ def process_cpu(pid: int) -> float:
     return (utime + stime) / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores have spent busy (not idle) since boot, from ``/proc/stat``."""
+    with Path("/proc/stat").open() as stat:
+        fields = stat.readline().split()  # "cpu user nice system idle iowait irq softirq ..."
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
 @dataclasses.dataclass
 class Stamp:
-    """Clocks read at one instant: wall, this process's CPU, the server's CPU."""
+    """Clocks read at one instant: wall, this process's CPU, the server's, the machine's."""
 
     wall: float
     cpu: float
     server_cpu: float
+    busy: float
 
     @classmethod
     def now(cls, server_pid: int | None) -> Stamp:
         """Read the clocks."""
         server = process_cpu(server_pid) if server_pid is not None else 0.0
-        return cls(time.perf_counter(), time.process_time(), server)
+        return cls(time.perf_counter(), time.process_time(), server, machine_busy())
 
 
 @dataclasses.dataclass
@@ -145,16 +154,20 @@ class Measured:
     wall: float
     cpu: float
     server_cpu: float
+    other_cpu: float  # CPU used by every other process of the machine meanwhile
     failures: int
     warmup_failures: int = 0
 
     @classmethod
     def between(cls, start: Stamp, end: Stamp, failures: int, warmup_failures: int) -> Measured:
         """The deltas of two stamps."""
+        cpu = end.cpu - start.cpu
+        server_cpu = end.server_cpu - start.server_cpu
         return cls(
             wall=end.wall - start.wall,
-            cpu=end.cpu - start.cpu,
-            server_cpu=end.server_cpu - start.server_cpu,
+            cpu=cpu,
+            server_cpu=server_cpu,
+            other_cpu=max(0.0, end.busy - start.busy - cpu - server_cpu),
             failures=failures,
             warmup_failures=warmup_failures,
         )
@@ -304,8 +317,13 @@ async def null_reply(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=REPLY, headers={"Content-Type": "application/json"})
 
 
-async def null_round(kind: str, iterations: int, in_flight: int, warmup: int) -> float:
-    """CPU µs per event of ``iterations`` events through a fresh client on a MockTransport."""
+async def null_round(
+    kind: str, iterations: int, in_flight: int, warmup: int
+) -> tuple[float, float]:
+    """CPU µs per event of ``iterations`` events through a fresh client on a MockTransport.
+
+    Also returns the CPU share (% of one core) other processes used meanwhile.
+    """
     mock = httpx.MockTransport(null_reply)
     url = "http://127.0.0.1" + LEAD_PATH
     send: Callable[[int], Awaitable[bool]]
@@ -349,15 +367,15 @@ async def null_round(kind: str, iterations: int, in_flight: int, warmup: int) ->
     try:
         failures = await drive(send, 0, warmup, in_flight)
         gc.collect()
-        start = time.process_time()
+        start = Stamp.now(None)
         failures += await drive(send, warmup, iterations, in_flight)
-        cpu = time.process_time() - start
+        m = Measured.between(start, Stamp.now(None), failures, 0)
     finally:
         await closing()
     if failures:
         msg = f"{failures} events failed on the null transport ({kind})"
         raise RuntimeError(msg)
-    return cpu / iterations * 1e6
+    return m.cpu / iterations * 1e6, 100 * m.other_cpu / m.wall
 
 
 def run_null_worker(spec: NullSpec) -> dict[str, Any]:
@@ -365,13 +383,15 @@ def run_null_worker(spec: NullSpec) -> dict[str, Any]:
     samples: dict[str, dict[str, list[float]]] = {
         str(n): {kind: [] for kind in spec.kinds} for n in spec.in_flight
     }
+    others: list[float] = []
     warmup = max(200, spec.iterations // 20)
     for n in spec.in_flight:
         for _ in range(spec.repeats):
             for kind in spec.kinds:
-                us = asyncio.run(null_round(kind, spec.iterations, n, warmup))
+                us, other = asyncio.run(null_round(kind, spec.iterations, n, warmup))
                 samples[str(n)][kind].append(us)
-    return samples
+                others.append(other)
+    return {"samples": samples, "others_cpu_pct": others}
 
 
 # -- the parent: server, workers, tables -------------------------------------------------
@@ -392,6 +412,7 @@ class LiveResult:
     client_cpu_us_per_event: float
     client_cpu_pct: float
     server_cpu_pct: float
+    other_cpu_pct: float
     failures: int
     warmup_failures: int
     recorded: int  # events the fake recorded, warm-up included
@@ -533,6 +554,7 @@ def run_live(server: FakeServer, args: argparse.Namespace, concurrency: int) -> 
                 client_cpu_us_per_event=m.cpu / args.events * 1e6,
                 client_cpu_pct=100 * m.cpu / m.wall,
                 server_cpu_pct=100 * m.server_cpu / m.wall,
+                other_cpu_pct=100 * m.other_cpu / m.wall,
                 failures=m.failures,
                 warmup_failures=m.warmup_failures,
                 recorded=recorded,
@@ -585,6 +607,7 @@ def print_live(results: Sequence[LiveResult], server: FakeServer) -> None:
                 f"{r.client_cpu_us_per_event:,.0f}",
                 f"{r.client_cpu_pct:.0f}%",
                 f"{r.server_cpu_pct:.0f}%",
+                f"{r.other_cpu_pct:.0f}%",
                 f"{r.vs_requests:.2f}x" if r.vs_requests is not None else "-",
                 f"{r.vs_raw_httpx:.2f}x" if r.vs_raw_httpx is not None else "-",
                 recorded,
@@ -597,6 +620,7 @@ def print_live(results: Sequence[LiveResult], server: FakeServer) -> None:
             "client CPU µs/event",
             "client CPU %",
             "server CPU %",
+            "others' CPU %",
             "÷ requests.post",
             "÷ raw httpx",
             "recorded",
@@ -625,12 +649,18 @@ def summarize_null(samples: dict[str, dict[str, list[float]]]) -> list[dict[str,
     return rows
 
 
-def print_null(rows: Sequence[dict[str, Any]], iterations: int, repeats: int) -> None:
+def print_null(
+    rows: Sequence[dict[str, Any]], iterations: int, repeats: int, others: Sequence[float]
+) -> None:
     """The null-transport table."""
     print()
     print(
         f"== Null transport (httpx.MockTransport, 200 at once): client CPU per event, "
         f"median of {repeats} x {iterations:,} events =="
+    )
+    print(
+        f"(other processes used {statistics.median(others):.0f}% of a core meanwhile, "
+        f"median; max {max(others):.0f}%)"
     )
     table = []
     for row in rows:
@@ -824,9 +854,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             in_flight=args.null_in_flight,
             kinds=list(NULL_LABELS),
         )
-        null_rows = summarize_null(run_worker("null", spec, timeout=1800))
-        print_null(null_rows, args.null_iterations, args.null_repeats)
+        null_raw = run_worker("null", spec, timeout=1800)
+        null_rows = summarize_null(null_raw["samples"])
+        print_null(null_rows, args.null_iterations, args.null_repeats, null_raw["others_cpu_pct"])
         report["null"] = null_rows
+        report["null_others_cpu_pct"] = null_raw["others_cpu_pct"]
     targets = check_targets(live, null_rows)
     report["targets"] = targets
     if targets:

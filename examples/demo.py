@@ -36,7 +36,7 @@ def show_events(fake: FakeTaapit, events: list[RecordedEvent]) -> None:
             event.kind,
             event.tracking_id or "-",
             event.customer.external_id,
-            f"{event.amount} {event.currency.upper()}" if event.amount is not None else "-",
+            f"{event.amount} {(event.currency or '').upper()}" if event.amount is not None else "-",
             event.idempotency_key or "-",
             str(fake.attempts(event.idempotency_key)) if event.idempotency_key else "1",
         )

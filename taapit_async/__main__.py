@@ -20,17 +20,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a command; return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help"}:
-        print(_USAGE, end="")  # noqa: T201
+        print(_USAGE, end="")
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "fake-server":
         try:
             from taapit_async.testing._server import main as fake_server  # noqa: PLC0415
         except ImportError as exc:  # uvicorn is an optional extra
-            print(exc, file=sys.stderr)  # noqa: T201
+            print(exc, file=sys.stderr)
             return 2
         return fake_server(rest)
-    print(f"unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)  # noqa: T201
+    print(f"unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 
 

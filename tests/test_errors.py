@@ -62,7 +62,8 @@ def test_known_codes_become_error_code_members_and_others_stay_strings() -> None
     assert ServerError("x").code is ErrorCode.SERVER_ERROR
     assert RejectedError("x", code="rejected").code is ErrorCode.REJECTED
     assert RejectedError("x", code="link_disabled").code == "link_disabled"
-    assert ErrorCode.TIMEOUT == "timeout"
+    assert ErrorCode("timeout") is ErrorCode.TIMEOUT
+    assert isinstance(ErrorCode.TIMEOUT, str)
 
 
 def test_retryable_defaults_per_class_and_can_be_overridden() -> None:

@@ -79,7 +79,7 @@ def check_body(kind: str, body: bytes) -> None:
         amount = Decimal(data["amount"])
         assert amount >= 0
         assert data["currency"] in CURRENCY_EXPONENTS
-        assert -amount.as_tuple().exponent <= max(CURRENCY_EXPONENTS[data["currency"]], 0) or (
+        assert -int(amount.as_tuple().exponent) <= max(CURRENCY_EXPONENTS[data["currency"]], 0) or (
             amount == amount.to_integral_value()
         )
     else:

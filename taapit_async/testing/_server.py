@@ -111,9 +111,11 @@ class FakeTaapitServer:
         startup_timeout: Seconds `start` waits for the server to listen.
 
     Example:
-        >>> with FakeTaapitServer() as server:  # doctest: +SKIP
-        ...     httpx.post(f"{server.url}/api/events/lead", ...)
-        ...     assert server.fake.leads
+        From a synchronous test or a demo script::
+
+            with FakeTaapitServer() as server:
+                httpx.post(f"{server.url}/api/events/lead", json=..., headers=...)
+                assert server.fake.leads
     """
 
     def __init__(

@@ -1018,6 +1018,7 @@ async def test_concurrent_requests_and_a_reading_thread_see_consistent_state(
             events, stats = fake.events, fake.stats()
             assert stats["events"] >= len(events)
             seen.append(len(events))
+            time.sleep(0.001)  # let the event loop have the GIL
 
     reader = threading.Thread(target=inspect)
     reader.start()

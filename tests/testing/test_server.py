@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -224,6 +225,7 @@ async def test_concurrent_keep_alive_clients_while_the_test_thread_inspects(
     def inspect() -> None:
         while not stop.is_set():
             seen.append(fake.stats()["events"])
+            time.sleep(0.001)  # let the server thread have the GIL
 
     reader = threading.Thread(target=inspect)
     reader.start()
