@@ -16,8 +16,16 @@ configuration raise ``ValidationError`` / ``ConfigurationError`` before anything
 
 from __future__ import annotations
 
-from ._client import AsyncTaapit, Track
+from ._client import AsyncTaapit, Background, Track
 from ._config import DEFAULT_BASE_URL, DEFAULT_MAX_IN_FLIGHT
+from ._delivery import (
+    DEFAULT_BACKGROUND_DEADLINE,
+    DEFAULT_BACKGROUND_MAX_RETRIES,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    Delivery,
+    DeliveryStats,
+)
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -33,9 +41,11 @@ from ._errors import (
     InvalidRequestError,
     InvalidResponseError,
     MissingTrackingIdError,
+    QueueFullError,
     RateLimitError,
     RejectedError,
     ServerError,
+    ShutdownError,
     TaapitError,
     ValidationError,
     ValidationTypeError,
@@ -52,11 +62,15 @@ from ._retry import (
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_BACKGROUND_DEADLINE",
+    "DEFAULT_BACKGROUND_MAX_RETRIES",
     "DEFAULT_BACKOFF_BASE",
     "DEFAULT_BACKOFF_MAX",
     "DEFAULT_BASE_URL",
     "DEFAULT_DEADLINE",
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_MAX_QUEUE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_RETRY_AFTER_MAX",
     "DEFAULT_TIMEOUT",
@@ -67,19 +81,24 @@ __all__ = [
     "APITimeoutError",
     "AsyncTaapit",
     "AuthenticationError",
+    "Background",
     "ClientClosedError",
     "ClientStateError",
     "ConfigurationError",
     "Customer",
+    "Delivery",
+    "DeliveryStats",
     "DisabledError",
     "ErrorCode",
     "InternalError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingTrackingIdError",
+    "QueueFullError",
     "RateLimitError",
     "RejectedError",
     "ServerError",
+    "ShutdownError",
     "TaapitError",
     "Track",
     "TrackResult",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -14,6 +15,15 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from ._config import DEFAULT_MAX_IN_FLIGHT, Settings, resolve_settings, user_agent
+from ._delivery import (
+    DEFAULT_BACKGROUND_DEADLINE,
+    DEFAULT_BACKGROUND_MAX_RETRIES,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    BackgroundQueue,
+    Delivery,
+    DeliveryStats,
+)
 from ._errors import (
     APIError,
     APIStatusError,
@@ -55,7 +65,7 @@ from ._wire import encode_event, parse_reply
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["AsyncTaapit", "Track"]
+__all__ = ["AsyncTaapit", "Background", "Track"]
 
 logger: Final = logging.getLogger("taapit_async")
 
@@ -161,6 +171,68 @@ class Track:
         return await self._client._deliver("sale", event, idempotency_key)
 
 
+class Background:
+    """``taapit.background``: queue an event and return at once; delivery happens later.
+
+    The same arguments as ``taapit.track``. Awaiting a call returns a ``Delivery`` as soon
+    as the event is queued in memory (microseconds, no network); the client's worker tasks
+    send it with retries (``background_max_retries``, ``background_deadline``).
+    ``await delivery.result()`` gives the ``TrackResult`` while the process lives;
+    ``on_result=`` sees every outcome. A full queue or a close before delivery gives a
+    failed result (``queue_full``, ``shutdown``), logged and counted, never a silent drop.
+    Queued events live in memory: a crash loses them (the durable outbox will not).
+
+    Obtained as ``AsyncTaapit(...).background``; not built directly.
+    """
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: AsyncTaapit) -> None:
+        self._client = client
+
+    async def lead(
+        self,
+        *,
+        tracking_id: str,
+        customer: Customer | Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        """Queue a lead; see ``track.lead`` for the arguments.
+
+        Raises:
+            ValidationError: An argument is invalid; nothing is queued.
+            ClientClosedError: The client was closed.
+        """
+        event = LeadEvent.build(tracking_id=tracking_id, customer=customer, metadata=metadata)
+        return self._client._enqueue("lead", event, idempotency_key)
+
+    async def sale(
+        self,
+        *,
+        customer: Customer | Mapping[str, Any],
+        amount: Decimal | int | float,
+        currency: str,
+        tracking_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        """Queue a sale; see ``track.sale`` for the arguments.
+
+        Raises:
+            ValidationError: An argument is invalid; nothing is queued.
+            ClientClosedError: The client was closed.
+        """
+        event = SaleEvent.build(
+            tracking_id=tracking_id,
+            customer=customer,
+            amount=amount,
+            currency=currency,
+            metadata=metadata,
+        )
+        return self._client._enqueue("sale", event, idempotency_key)
+
+
 class AsyncTaapit:
     """The Taapit client: one connection pool shared by every call.
 
@@ -184,6 +256,12 @@ class AsyncTaapit:
         http_client: Your own ``httpx.AsyncClient`` (proxies, custom transports, tests);
             used as is and never closed by ``aclose()``.
         http2: Negotiate HTTP/2 on the client built here (``taapit-async[http2]``).
+        max_queue: Background events held in memory at most; beyond, ``queue_full``.
+        background_max_retries: Retries of a background event after its first attempt.
+        background_deadline: Seconds a background event may take, retries included.
+        drain_timeout: Seconds ``aclose()`` waits for queued events before giving up on them.
+        on_result: Called with each background ``Delivery`` and its ``TrackResult`` when
+            it is done; exceptions it raises are logged and ignored.
 
     Raises:
         ConfigurationError: No API key, a bad URL or a bad option; the message says how
@@ -196,6 +274,9 @@ class AsyncTaapit:
 
     track: Track
     """Send events now and await their results: ``lead(...)`` and ``sale(...)``."""
+
+    background: Background
+    """Queue events and return at once: ``lead(...)`` and ``sale(...)`` give a ``Delivery``."""
 
     def __init__(
         self,
@@ -212,6 +293,11 @@ class AsyncTaapit:
         enabled: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
         http2: bool = False,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        background_max_retries: int = DEFAULT_BACKGROUND_MAX_RETRIES,
+        background_deadline: float = DEFAULT_BACKGROUND_DEADLINE,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        on_result: Callable[[Delivery, TrackResult], object] | None = None,
     ) -> None:
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigurationError(
@@ -250,9 +336,22 @@ class AsyncTaapit:
             "lead": self._settings.lead_url,
             "sale": self._settings.sale_url,
         }
+        self._background_retry = RetryPolicy(
+            max_retries=background_max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            retry_after_max=retry_after_max,
+            deadline=background_deadline,
+        )
+        self._max_queue = _positive_int("max_queue", max_queue)
+        self._drain_timeout = _seconds("drain_timeout", drain_timeout)
+        self._on_result = on_result
+        self._queue: BackgroundQueue | None = None
+        self._counts = _Counts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.track = Track(self)
+        self.background = Background(self)
 
     def __repr__(self) -> str:
         # The key is never shown, not even in part.
@@ -287,11 +386,50 @@ class AsyncTaapit:
     ) -> None:
         await self.aclose()
 
+    @property
+    def stats(self) -> DeliveryStats:
+        """A snapshot of this client's delivery counters."""
+        counts = self._counts
+        return DeliveryStats(
+            queued=counts.queued,
+            sent=counts.sent,
+            retried=counts.retried,
+            failed=counts.failed,
+            dropped=counts.dropped,
+            in_queue=len(self._queue) if self._queue is not None else 0,
+        )
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every background event queued so far is delivered or has failed.
+
+        Args:
+            timeout: Seconds to wait at most; None waits as long as it takes.
+
+        Returns:
+            True when the queue drained, False when the timeout came first.
+        """
+        if self._queue is None:
+            return True
+        return await self._queue.flush(timeout)
+
     async def aclose(self) -> None:
-        """Close the connection pool (not a user's own ``http_client``). Safe to repeat."""
+        """Drain the background queue (up to ``drain_timeout``), then close the pool.
+
+        Events still queued after the drain deadline resolve with a ``shutdown`` failure,
+        and are logged and counted as dropped. A user's own ``http_client`` is not closed.
+        Safe to repeat.
+        """
         if self._closed:
             return
         self._closed = True
+        if self._queue is not None:
+            abandoned = await self._queue.aclose(self._drain_timeout)
+            if abandoned:
+                logger.error(
+                    "taapit: %d background event(s) not delivered: the client closed before "
+                    "the drain deadline of %gs",
+                    abandoned, self._drain_timeout,
+                )  # fmt: skip
         await self._transport.aclose()
 
     def _check_usable(self) -> None:
@@ -322,17 +460,59 @@ class AsyncTaapit:
         )
         self._check_usable()
         if not self._settings.enabled:
-            return TrackResult(
-                success=False,
-                error=DisabledError(
-                    f"{kind} not sent: tracking is disabled (enabled=False or TAAPIT_ENABLED=0)"
-                ),
-                idempotency_key=key,
-            )
+            return self._disabled(kind, key)
         return await self._send(kind, encode_event(event), key)
 
-    async def _send(self, kind: EventKind, body: bytes, key: str) -> TrackResult:
-        retry = self._settings.retry
+    def _enqueue(
+        self, kind: EventKind, event: LeadEvent | SaleEvent, idempotency_key: str | None
+    ) -> Delivery:
+        key = (
+            new_idempotency_key()
+            if idempotency_key is None
+            else check_idempotency_key(idempotency_key)
+        )
+        self._check_usable()
+        if not self._settings.enabled:
+            return Delivery.resolved(kind, key, self._disabled(kind, key))
+        if self._queue is None:
+            self._queue = BackgroundQueue(
+                self._send_in_background,
+                workers=self._settings.max_in_flight,
+                max_queue=self._max_queue,
+                on_result=self._background_done,
+            )
+        delivery, accepted = self._queue.submit(kind, encode_event(event), key)
+        if accepted:
+            self._counts.queued += 1
+        return delivery
+
+    async def _send_in_background(self, kind: EventKind, body: bytes, key: str) -> TrackResult:
+        return await self._send(kind, body, key, self._background_retry)
+
+    def _background_done(self, delivery: Delivery, result: TrackResult) -> None:
+        code = result.error.code if result.error is not None else None
+        if code in {ErrorCode.QUEUE_FULL, ErrorCode.SHUTDOWN}:
+            self._counts.dropped += 1
+            logger.warning("taapit %s dropped: %s", delivery.kind, result.error)
+        if self._on_result is not None:
+            try:
+                self._on_result(delivery, result)
+            except Exception:  # a user's hook must not stop the workers
+                logger.exception("taapit: the on_result hook raised; ignored")
+
+    def _disabled(self, kind: EventKind, key: str) -> TrackResult:
+        return TrackResult(
+            success=False,
+            error=DisabledError(
+                f"{kind} not sent: tracking is disabled (enabled=False or TAAPIT_ENABLED=0)"
+            ),
+            idempotency_key=key,
+        )
+
+    async def _send(
+        self, kind: EventKind, body: bytes, key: str, retry: RetryPolicy | None = None
+    ) -> TrackResult:
+        retry = retry or self._settings.retry
         url = self._urls[kind]
         headers = {**self._headers, "Idempotency-Key": key}
         loop = asyncio.get_running_loop()
@@ -362,6 +542,8 @@ class AsyncTaapit:
                                 "taapit %s accepted (HTTP %d, attempt %d, idempotency key %s)",
                                 kind, status, attempts, key,
                             )  # fmt: skip
+                            self._counts.sent += 1
+                            self._counts.retried += attempts - 1
                             return TrackResult(
                                 success=True,
                                 status_code=status,
@@ -393,6 +575,8 @@ class AsyncTaapit:
                 status_code=None,
             )
             status = None
+        self._counts.failed += 1
+        self._counts.retried += max(attempts - 1, 0)
         logger.warning(
             "taapit %s not tracked after %d attempt(s): %s (idempotency key %s)",
             kind, attempts, error, key,
@@ -404,6 +588,27 @@ class AsyncTaapit:
             attempts=attempts,
             idempotency_key=key,
         )
+
+
+class _Counts:
+    """Mutable counters behind ``AsyncTaapit.stats``."""
+
+    __slots__ = ("dropped", "failed", "queued", "retried", "sent")
+
+    def __init__(self) -> None:
+        self.queued = self.sent = self.retried = self.failed = self.dropped = 0
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ConfigurationError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 def new_idempotency_key() -> str:

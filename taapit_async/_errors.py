@@ -24,6 +24,8 @@ them for those who prefer.
         ├── InvalidResponseError                  invalid_response (a redirect, say)
         ├── RejectedError                         a 2xx reply whose body says success: false
         ├── MissingTrackingIdError                missing_tracking_id (nothing was sent)
+        ├── QueueFullError                        queue_full (background queue full)
+        ├── ShutdownError                         shutdown (closed before delivery)
         ├── DisabledError                         disabled (tracking is turned off)
         └── InternalError                         internal_error (a bug: please report it)
 """
@@ -47,9 +49,11 @@ __all__ = [
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingTrackingIdError",
+    "QueueFullError",
     "RateLimitError",
     "RejectedError",
     "ServerError",
+    "ShutdownError",
     "TaapitError",
     "ValidationError",
     "ValidationTypeError",
@@ -76,8 +80,10 @@ class ErrorCode(enum.StrEnum):
     REJECTED = "rejected"
     MISSING_TRACKING_ID = "missing_tracking_id"
     QUEUE_FULL = "queue_full"
+    SHUTDOWN = "shutdown"
     DISABLED = "disabled"
     INTERNAL_ERROR = "internal_error"
+    INVALID_SIGNATURE = "invalid_signature"
 
 
 class TaapitError(Exception):
@@ -235,6 +241,18 @@ class MissingTrackingIdError(APIError):
     """No tracking id was known for the visitor, so the lead was not sent."""
 
     default_code = ErrorCode.MISSING_TRACKING_ID
+
+
+class QueueFullError(APIError):
+    """The background queue was full: the event was refused, not queued."""
+
+    default_code = ErrorCode.QUEUE_FULL
+
+
+class ShutdownError(APIError):
+    """The client closed before a queued event could be delivered."""
+
+    default_code = ErrorCode.SHUTDOWN
 
 
 class DisabledError(APIError):

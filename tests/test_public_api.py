@@ -9,11 +9,15 @@ import taapit_async
 import taapit_async.testing
 
 EXPECTED = [
+    "DEFAULT_BACKGROUND_DEADLINE",
+    "DEFAULT_BACKGROUND_MAX_RETRIES",
     "DEFAULT_BACKOFF_BASE",
     "DEFAULT_BACKOFF_MAX",
     "DEFAULT_BASE_URL",
     "DEFAULT_DEADLINE",
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_MAX_QUEUE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_RETRY_AFTER_MAX",
     "DEFAULT_TIMEOUT",
@@ -24,19 +28,24 @@ EXPECTED = [
     "APITimeoutError",
     "AsyncTaapit",
     "AuthenticationError",
+    "Background",
     "ClientClosedError",
     "ClientStateError",
     "ConfigurationError",
     "Customer",
+    "Delivery",
+    "DeliveryStats",
     "DisabledError",
     "ErrorCode",
     "InternalError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingTrackingIdError",
+    "QueueFullError",
     "RateLimitError",
     "RejectedError",
     "ServerError",
+    "ShutdownError",
     "TaapitError",
     "Track",
     "TrackResult",
@@ -71,6 +80,10 @@ def test_defaults_are_what_the_readme_documents() -> None:
     assert taapit_async.DEFAULT_RETRY_AFTER_MAX == 60.0
     assert taapit_async.DEFAULT_MAX_IN_FLIGHT == 8
     assert taapit_async.DEFAULT_BASE_URL == "https://track.taap.it"
+    assert taapit_async.DEFAULT_MAX_QUEUE == 10_000
+    assert taapit_async.DEFAULT_BACKGROUND_MAX_RETRIES == 5
+    assert taapit_async.DEFAULT_BACKGROUND_DEADLINE == 60.0
+    assert taapit_async.DEFAULT_DRAIN_TIMEOUT == 5.0
 
 
 def test_importing_the_package_imports_no_web_framework() -> None:
