@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from taapit_async._client import AsyncTaapit
+from taapit_async._client import AsyncTaapit, new_idempotency_key
+from taapit_async._delivery import Delivery
 from taapit_async._errors import ConfigurationError, MissingTrackingIdError
 from taapit_async._models import (
     Customer,
@@ -34,7 +35,7 @@ class RequestTracker:
         >>> result = await tracker.lead(customer={"external_id": str(user.id)})
     """
 
-    __slots__ = ("_client", "source", "tracking_id")
+    __slots__ = ("_client", "background", "source", "tracking_id")
 
     def __init__(
         self, tracking_id: str | None, source: Source | None, client: AsyncTaapit | None
@@ -42,6 +43,7 @@ class RequestTracker:
         self.tracking_id = tracking_id
         self.source = source
         self._client = client
+        self.background = TrackerBackground(self)
 
     def __repr__(self) -> str:
         # The id comes from the visitor; it is valid by construction, so safe to show.
@@ -76,17 +78,7 @@ class RequestTracker:
         ``missing_tracking_id`` (arguments are still validated).
         """
         if self.tracking_id is None:
-            Customer.coerce(customer)
-            check_metadata(metadata)
-            key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
-            return TrackResult(
-                success=False,
-                error=MissingTrackingIdError(
-                    "lead not sent: no valid ta_tid in the request's cookie, body or URL "
-                    "(did the visitor arrive through a Taapit link?)"
-                ),
-                idempotency_key=key,
-            )
+            return _missing_tracking_id(customer, metadata, idempotency_key)
         return await self.client.track.lead(
             tracking_id=self.tracking_id,
             customer=customer,
@@ -116,3 +108,72 @@ class RequestTracker:
             metadata=metadata,
             idempotency_key=idempotency_key,
         )
+
+
+class TrackerBackground:
+    """``tracker.background``: queue the request's events and return at once.
+
+    The background form of ``RequestTracker.lead``/``sale``; see ``AsyncTaapit.background``.
+    """
+
+    __slots__ = ("_tracker",)
+
+    def __init__(self, tracker: RequestTracker) -> None:
+        self._tracker = tracker
+
+    async def lead(
+        self,
+        *,
+        customer: Customer | Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        """Queue a lead with the request's tracking id; a done failure without one."""
+        tracker = self._tracker
+        if tracker.tracking_id is None:
+            result = _missing_tracking_id(customer, metadata, idempotency_key)
+            key = result.idempotency_key or new_idempotency_key()
+            return Delivery.resolved("lead", key, result)
+        return await tracker.client.background.lead(
+            tracking_id=tracker.tracking_id,
+            customer=customer,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    async def sale(
+        self,
+        *,
+        customer: Customer | Mapping[str, Any],
+        amount: Decimal | int | float,
+        currency: str,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        """Queue a sale with the request's tracking id, if any."""
+        tracker = self._tracker
+        return await tracker.client.background.sale(
+            tracking_id=tracker.tracking_id,
+            customer=customer,
+            amount=amount,
+            currency=currency,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+
+def _missing_tracking_id(
+    customer: object, metadata: object, idempotency_key: str | None
+) -> TrackResult:
+    """Validate a lead's arguments, then fail it: there is no id to attribute it to."""
+    Customer.coerce(customer)
+    check_metadata(metadata)
+    key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+    return TrackResult(
+        success=False,
+        error=MissingTrackingIdError(
+            "lead not sent: no valid ta_tid in the request's cookie, body or URL "
+            "(did the visitor arrive through a Taapit link?)"
+        ),
+        idempotency_key=key,
+    )

@@ -8,6 +8,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from taapit_async.integrations.asgi import (
     TaapitMiddleware,
     current_tracker,
 )
+from taapit_async.testing import FakeTaapit
 
 TID = "rLnWe1uz9t282v7g"
 OTHER = "Other_click-42"
@@ -595,3 +597,30 @@ async def test_a_tracker_without_a_client_says_how_to_set_one_up() -> None:
     with pytest.raises(ConfigurationError, match="taapit_lifespan"):
         await tracker.lead(customer={"external_id": "u1"})
     assert repr(tracker) == f"RequestTracker(tracking_id='{TID}', source='cookie')"
+
+
+async def test_the_tracker_queues_in_the_background_too() -> None:
+    fake = FakeTaapit()
+    client = AsyncTaapit(
+        fake.api_key,
+        base_url="http://taapit.localhost",
+        http_client=httpx.AsyncClient(transport=fake.transport()),
+    )
+    async with client:
+        tracker = RequestTracker(TID, "cookie", client)
+        lead = await tracker.background.lead(customer={"external_id": "u1"})
+        sale = await tracker.background.sale(
+            customer={"external_id": "u1"}, amount=10, currency="eur", idempotency_key="o1"
+        )
+        assert (await lead.result()).success
+        assert (await sale.result()).success
+    assert [(e.kind, e.tracking_id) for e in fake.events] == [("lead", TID), ("sale", TID)]
+
+
+async def test_a_background_lead_without_an_id_is_a_done_failure() -> None:
+    tracker = RequestTracker(None, None, AsyncTaapit("taapit_sk_x"))
+    delivery = await tracker.background.lead(customer={"external_id": "u1"})
+    assert delivery.done()
+    result = await delivery.result()
+    assert result.error is not None
+    assert result.error.code == ErrorCode.MISSING_TRACKING_ID
