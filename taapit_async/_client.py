@@ -450,15 +450,20 @@ class AsyncTaapit:
                 code=ErrorCode.WRONG_EVENT_LOOP,
             )
 
-    async def _deliver(
-        self, kind: EventKind, event: LeadEvent | SaleEvent, idempotency_key: str | None
-    ) -> TrackResult:
+    def _key_for_call(self, idempotency_key: str | None) -> str:
+        """Check the key and the client's state; both are programming errors, so raise."""
         key = (
             new_idempotency_key()
             if idempotency_key is None
             else check_idempotency_key(idempotency_key)
         )
         self._check_usable()
+        return key
+
+    async def _deliver(
+        self, kind: EventKind, event: LeadEvent | SaleEvent, idempotency_key: str | None
+    ) -> TrackResult:
+        key = self._key_for_call(idempotency_key)
         if not self._settings.enabled:
             return self._disabled(kind, key)
         return await self._send(kind, encode_event(event), key)
@@ -466,12 +471,7 @@ class AsyncTaapit:
     def _enqueue(
         self, kind: EventKind, event: LeadEvent | SaleEvent, idempotency_key: str | None
     ) -> Delivery:
-        key = (
-            new_idempotency_key()
-            if idempotency_key is None
-            else check_idempotency_key(idempotency_key)
-        )
-        self._check_usable()
+        key = self._key_for_call(idempotency_key)
         if not self._settings.enabled:
             return Delivery.resolved(kind, key, self._disabled(kind, key))
         if self._queue is None:
