@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from ._delivery import (
     BackgroundQueue,
     Delivery,
     DeliveryStats,
+    OutboxQueue,
 )
 from ._errors import (
     APIError,
@@ -49,6 +51,7 @@ from ._models import (
     TrackResult,
     check_idempotency_key,
 )
+from ._outbox import Outbox, Settle
 from ._retry import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -205,7 +208,7 @@ class Background:
             ClientClosedError: The client was closed.
         """
         event = LeadEvent.build(tracking_id=tracking_id, customer=customer, metadata=metadata)
-        return self._client._enqueue("lead", event, idempotency_key)
+        return await self._client._enqueue("lead", event, idempotency_key)
 
     async def sale(
         self,
@@ -230,7 +233,7 @@ class Background:
             currency=currency,
             metadata=metadata,
         )
-        return self._client._enqueue("sale", event, idempotency_key)
+        return await self._client._enqueue("sale", event, idempotency_key)
 
 
 class AsyncTaapit:
@@ -262,6 +265,9 @@ class AsyncTaapit:
         drain_timeout: Seconds ``aclose()`` waits for queued events before giving up on them.
         on_result: Called with each background ``Delivery`` and its ``TrackResult`` when
             it is done; exceptions it raises are logged and ignored.
+        outbox: A SQLite file for durable background delivery: each background event is
+            committed to it before the call returns, survives crashes and restarts, and is
+            retried until delivered or dead-lettered. Several processes may share one file.
 
     Raises:
         ConfigurationError: No API key, a bad URL or a bad option; the message says how
@@ -298,6 +304,7 @@ class AsyncTaapit:
         background_deadline: float = DEFAULT_BACKGROUND_DEADLINE,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         on_result: Callable[[Delivery, TrackResult], object] | None = None,
+        outbox: str | os.PathLike[str] | None = None,
     ) -> None:
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigurationError(
@@ -345,8 +352,10 @@ class AsyncTaapit:
         )
         self._max_queue = _positive_int("max_queue", max_queue)
         self._drain_timeout = _seconds("drain_timeout", drain_timeout)
+        self._single_attempt = RetryPolicy(max_retries=0, deadline=self._settings.timeout * 2)
         self._on_result = on_result
-        self._queue: BackgroundQueue | None = None
+        self._queue: BackgroundQueue | OutboxQueue | None = None
+        self._outbox = None if outbox is None else Outbox(outbox)
         self._counts = _Counts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -376,6 +385,8 @@ class AsyncTaapit:
 
     async def __aenter__(self) -> Self:
         self._check_usable()
+        if self._outbox is not None:
+            await self._background_queue().start()  # type: ignore[union-attr]
         return self
 
     async def __aexit__(
@@ -396,6 +407,7 @@ class AsyncTaapit:
             retried=counts.retried,
             failed=counts.failed,
             dropped=counts.dropped,
+            dead_lettered=counts.dead_lettered,
             in_queue=len(self._queue) if self._queue is not None else 0,
         )
 
@@ -468,23 +480,60 @@ class AsyncTaapit:
             return self._disabled(kind, key)
         return await self._send(kind, encode_event(event), key)
 
-    def _enqueue(
+    async def _enqueue(
         self, kind: EventKind, event: LeadEvent | SaleEvent, idempotency_key: str | None
     ) -> Delivery:
         key = self._key_for_call(idempotency_key)
         if not self._settings.enabled:
             return Delivery.resolved(kind, key, self._disabled(kind, key))
-        if self._queue is None:
-            self._queue = BackgroundQueue(
-                self._send_in_background,
-                workers=self._settings.max_in_flight,
-                max_queue=self._max_queue,
-                on_result=self._background_done,
-            )
-        delivery, accepted = self._queue.submit(kind, encode_event(event), key)
+        queue = self._background_queue()
+        body = encode_event(event)
+        if isinstance(queue, OutboxQueue):
+            delivery, accepted = await queue.submit(kind, body, key)
+        else:
+            delivery, accepted = queue.submit(kind, body, key)
         if accepted:
             self._counts.queued += 1
         return delivery
+
+    def _background_queue(self) -> BackgroundQueue | OutboxQueue:
+        if self._queue is None:
+            if self._outbox is not None:
+                retry = self._background_retry
+                self._queue = OutboxQueue(
+                    self._outbox,
+                    self._send_once,
+                    concurrency=self._settings.max_in_flight,
+                    backoff=retry.backoff,
+                    retry_after_max=retry.retry_after_max,
+                    on_result=self._background_done,
+                    on_settled=self._outbox_settled,
+                )
+            else:
+                self._queue = BackgroundQueue(
+                    self._send_in_background,
+                    workers=self._settings.max_in_flight,
+                    max_queue=self._max_queue,
+                    on_result=self._background_done,
+                )
+        return self._queue
+
+    async def _send_once(self, kind: EventKind, body: bytes, key: str) -> TrackResult:
+        # One attempt per claim: the outbox reschedules, so retries survive restarts.
+        return await self._send(kind, body, key, self._single_attempt, count=False)
+
+    def _outbox_settled(self, outcome: Settle) -> None:
+        if outcome.delivered:
+            self._counts.sent += 1
+        elif outcome.retry_at is not None:
+            self._counts.retried += 1
+        else:
+            self._counts.failed += 1
+            self._counts.dead_lettered += 1
+            logger.error(
+                "taapit %s moved to the outbox's dead letters: %s (idempotency key %s)",
+                outcome.row.kind, outcome.error, outcome.row.idempotency_key,
+            )  # fmt: skip
 
     async def _send_in_background(self, kind: EventKind, body: bytes, key: str) -> TrackResult:
         return await self._send(kind, body, key, self._background_retry)
@@ -510,7 +559,13 @@ class AsyncTaapit:
         )
 
     async def _send(
-        self, kind: EventKind, body: bytes, key: str, retry: RetryPolicy | None = None
+        self,
+        kind: EventKind,
+        body: bytes,
+        key: str,
+        retry: RetryPolicy | None = None,
+        *,
+        count: bool = True,
     ) -> TrackResult:
         retry = retry or self._settings.retry
         url = self._urls[kind]
@@ -524,44 +579,24 @@ class AsyncTaapit:
             async with asyncio.timeout_at(deadline_at):
                 while True:
                     attempts += 1
-                    retry_after: float | None = None
-                    try:
-                        async with self._gate:
-                            reply = await self._transport.post(url, headers, body)
-                    except APIError as exc:
-                        error, status = exc, None
-                    except Exception as exc:  # never raise into the caller
-                        logger.exception("taapit %s: unexpected error while sending", kind)
-                        error = InternalError(f"unexpected {type(exc).__name__} while sending")
-                        status = None
-                    else:
-                        status = reply.status
-                        outcome = _read_reply(reply)
-                        if isinstance(outcome, str | None):
-                            logger.debug(
-                                "taapit %s accepted (HTTP %d, attempt %d, idempotency key %s)",
-                                kind, status, attempts, key,
-                            )  # fmt: skip
-                            self._counts.sent += 1
-                            self._counts.retried += attempts - 1
-                            return TrackResult(
-                                success=True,
-                                status_code=status,
-                                attempts=attempts,
-                                idempotency_key=key,
-                                event_id=outcome,
-                            )
-                        error = outcome
-                        retry_after = parse_retry_after(reply.retry_after)
-                    if not error.retryable or attempts > retry.max_retries:
+                    status, outcome = await self._attempt(kind, url, headers, body)
+                    if not isinstance(outcome, APIError):
+                        logger.debug(
+                            "taapit %s accepted (HTTP %s, attempt %d, idempotency key %s)",
+                            kind, status, attempts, key,
+                        )  # fmt: skip
+                        result = TrackResult(
+                            success=True,
+                            status_code=status,
+                            attempts=attempts,
+                            idempotency_key=key,
+                            event_id=outcome,
+                        )
                         break
-                    if retry_after is None:
-                        wait = retry.backoff(attempts)
-                    elif retry_after <= retry.retry_after_max:
-                        wait = retry_after
-                    else:
-                        break  # the server asks for a longer pause than an awaited call allows
-                    if loop.time() + wait >= deadline_at:
+                    error = outcome
+                    wait = _wait_before_retry(error, attempts, retry)
+                    if wait is None or loop.time() + wait >= deadline_at:
+                        result = _failure(error, status, attempts, key)
                         break
                     logger.debug(
                         "taapit %s attempt %d failed (%s); retrying in %.3fs",
@@ -571,32 +606,63 @@ class AsyncTaapit:
         except TimeoutError:
             error = APITimeoutError(
                 f"no reply within the call's deadline of {retry.deadline:g}s "
-                f"({attempts} attempt(s)); raise deadline= if Taapit is known to be slow",
-                status_code=None,
+                f"({attempts} attempt(s)); raise deadline= if Taapit is known to be slow"
             )
-            status = None
-        self._counts.failed += 1
-        self._counts.retried += max(attempts - 1, 0)
-        logger.warning(
-            "taapit %s not tracked after %d attempt(s): %s (idempotency key %s)",
-            kind, attempts, error, key,
-        )  # fmt: skip
-        return TrackResult(
-            success=False,
-            error=error,
-            status_code=status,
-            attempts=attempts,
-            idempotency_key=key,
-        )
+            result = _failure(error, None, attempts, key)
+        if count:
+            self._counts.sent += result.success
+            self._counts.failed += not result.success
+            self._counts.retried += attempts - 1
+        if not result.success:
+            logger.warning(
+                "taapit %s not tracked after %d attempt(s): %s (idempotency key %s)",
+                kind, attempts, result.error, key,
+            )  # fmt: skip
+        return result
+
+    async def _attempt(
+        self, kind: EventKind, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int | None, str | APIError | None]:
+        """Make one HTTP attempt: the status and the event id, or the error it stands for."""
+        try:
+            async with self._gate:
+                reply = await self._transport.post(url, headers, body)
+        except APIError as exc:
+            return None, exc
+        except Exception as exc:  # never raise into the caller
+            logger.exception("taapit %s: unexpected error while sending", kind)
+            return None, InternalError(f"unexpected {type(exc).__name__} while sending")
+        outcome = _read_reply(reply)
+        if isinstance(outcome, APIError):
+            outcome.retry_after = parse_retry_after(reply.retry_after)
+        return reply.status, outcome
+
+
+def _wait_before_retry(error: APIError, attempts: int, retry: RetryPolicy) -> float | None:
+    """Seconds to wait before the next attempt, or None when there must be none."""
+    if not error.retryable or attempts > retry.max_retries:
+        return None
+    if error.retry_after is None:
+        return retry.backoff(attempts)
+    if error.retry_after <= retry.retry_after_max:
+        return error.retry_after
+    return None  # the server asks for a longer pause than an awaited call allows
+
+
+def _failure(error: APIError, status: int | None, attempts: int, key: str) -> TrackResult:
+    return TrackResult(
+        success=False, error=error, status_code=status, attempts=attempts, idempotency_key=key
+    )
 
 
 class _Counts:
     """Mutable counters behind ``AsyncTaapit.stats``."""
 
-    __slots__ = ("dropped", "failed", "queued", "retried", "sent")
+    __slots__ = ("dead_lettered", "dropped", "failed", "queued", "retried", "sent")
 
     def __init__(self) -> None:
         self.queued = self.sent = self.retried = self.failed = self.dropped = 0
+        self.dead_lettered = 0
 
 
 def _positive_int(name: str, value: object) -> int:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import attrs
 
-from ._errors import APIError, QueueFullError, ShutdownError
+from ._errors import APIError, InOutboxError, QueueFullError, ShutdownError
 from ._models import EventKind, TrackResult
+from ._outbox import ClaimedRow, Outbox, OutboxError, Settle
 
 __all__ = [
     "DEFAULT_BACKGROUND_DEADLINE",
@@ -27,6 +29,7 @@ __all__ = [
     "BackgroundQueue",
     "Delivery",
     "DeliveryStats",
+    "OutboxQueue",
 ]
 
 logger: Final = logging.getLogger("taapit_async")
@@ -52,8 +55,10 @@ class DeliveryStats:
         sent: Events Taapit accepted (awaited and background).
         retried: Retries made (attempts after the first), all events together.
         failed: Events that ended in failure after their attempts (awaited and background).
-        dropped: Background events refused (queue full) or abandoned at close.
-        in_queue: Background events waiting or being sent right now.
+        dropped: Background events refused (queue full, outbox unwritable) or abandoned
+            at close.
+        dead_lettered: Outbox events moved to the dead letters after their budget.
+        in_queue: Background events of this process waiting or being sent right now.
     """
 
     queued: int = 0
@@ -61,6 +66,7 @@ class DeliveryStats:
     retried: int = 0
     failed: int = 0
     dropped: int = 0
+    dead_lettered: int = 0
     in_queue: int = 0
 
 
@@ -214,4 +220,151 @@ class BackgroundQueue:
                     f"reached within the drain deadline of {timeout:g}s"
                 ),
             )
+        return len(left)
+
+
+#: Seconds between two looks at the outbox when nothing is due (other processes may add).
+OUTBOX_POLL_SECONDS: Final = 1.0
+
+SendOnce = Callable[[EventKind, bytes, str], Awaitable[TrackResult]]
+
+
+class OutboxQueue:
+    """Background delivery through the durable outbox: commit, then a pump delivers.
+
+    Deliveries made by this process resolve when their row is delivered or dead-lettered;
+    rows left when the client closes stay in the file for the next start.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        send_once: SendOnce,
+        *,
+        concurrency: int,
+        backoff: Callable[[int], float],
+        retry_after_max: float,
+        on_result: Callable[[Delivery, TrackResult], None],
+        on_settled: Callable[[Settle], None],
+    ) -> None:
+        self.outbox = outbox
+        self._send_once = send_once
+        self._concurrency = concurrency
+        self._backoff = backoff
+        self._retry_after_max = retry_after_max
+        self._on_result = on_result
+        self._on_settled = on_settled
+        self._local: dict[int, Delivery] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._pump_task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+    async def start(self) -> None:
+        """Open the file and start delivering whatever is pending in it."""
+        if self._pump_task is None:
+            await self.outbox.open()
+            self._pump_task = asyncio.get_running_loop().create_task(
+                self._pump(), name="taapit-outbox-pump"
+            )
+
+    async def submit(self, kind: EventKind, body: bytes, key: str) -> tuple[Delivery, bool]:
+        """Commit an event to the file; return its handle and whether it was committed."""
+        await self.start()
+        future: asyncio.Future[TrackResult] = asyncio.get_running_loop().create_future()
+        delivery = Delivery(kind, key, future)
+        try:
+            row_id = await self.outbox.add(kind, key, body)
+        except OutboxError as exc:
+            result = TrackResult(success=False, error=exc, idempotency_key=key)
+            future.set_result(result)
+            self._on_result(delivery, result)
+            return delivery, False
+        self._local[row_id] = delivery
+        self._idle.clear()
+        self._wake.set()
+        return delivery, True
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                rows = await self.outbox.claim(self._concurrency * 4)
+                if rows:
+                    await self._deliver(rows)
+                    continue
+                due = await self.outbox.next_due()
+            except OutboxError:
+                logger.exception("taapit: the outbox failed; retrying in %gs", OUTBOX_POLL_SECONDS)
+                due = None
+            wait = OUTBOX_POLL_SECONDS if due is None else due - time.time()
+            self._wake.clear()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(wait, OUTBOX_POLL_SECONDS)):
+                        await self._wake.wait()
+
+    async def _deliver(self, rows: list[ClaimedRow]) -> None:
+        results = await asyncio.gather(
+            *(self._send_once(row.kind, row.body, row.idempotency_key) for row in rows)  # type: ignore[arg-type]
+        )
+        outcomes = [self._decide(row, result) for row, result in zip(rows, results, strict=True)]
+        await self.outbox.settle(outcomes)
+        for outcome, result in zip(outcomes, results, strict=True):
+            self._on_settled(outcome)
+            final = outcome.delivered or outcome.retry_at is None
+            delivery = self._local.pop(outcome.row.id, None) if final else None
+            if delivery is not None and not delivery.done():
+                delivery._future.set_result(result)
+                self._on_result(delivery, result)
+        if not self._local:
+            self._idle.set()
+
+    def _decide(self, row: ClaimedRow, result: TrackResult) -> Settle:
+        if result.success:
+            return Settle(row, delivered=True)
+        error = result.error
+        text = str(error) if error is not None else "unknown failure"
+        attempts = row.attempts + 1
+        too_old = time.time() - row.created_at >= self.outbox.max_age
+        if error is None or not error.retryable or attempts >= self.outbox.max_attempts or too_old:
+            return Settle(row, delivered=False, error=text)
+        wait = error.retry_after
+        if wait is None or wait > self._retry_after_max:
+            # Background delivery honours even a long Retry-After by rescheduling.
+            wait = self._backoff(attempts) if wait is None else wait
+        return Settle(row, delivered=False, error=text, retry_at=time.time() + wait)
+
+    async def flush(self, timeout: float | None) -> bool:
+        """Wait until every event this process committed is delivered or dead-lettered."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self, timeout: float) -> int:
+        """Deliver for up to ``timeout`` seconds, then hand the rest over to the file."""
+        await self.flush(timeout)
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump_task
+        left = list(self._local.values())
+        self._local.clear()
+        for delivery in left:
+            result = TrackResult(
+                success=False,
+                error=InOutboxError(
+                    f"{delivery.kind} not delivered yet: it stays in the outbox file and is "
+                    "sent when a client opens the file again"
+                ),
+                idempotency_key=delivery.idempotency_key,
+            )
+            delivery._future.set_result(result)
+            self._on_result(delivery, result)
+        await self.outbox.close()
         return len(left)

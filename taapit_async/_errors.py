@@ -26,6 +26,7 @@ them for those who prefer.
         ├── MissingTrackingIdError                missing_tracking_id (nothing was sent)
         ├── QueueFullError                        queue_full (background queue full)
         ├── ShutdownError                         shutdown (closed before delivery)
+        ├── InOutboxError                         in_outbox (closed; still in the outbox)
         ├── DisabledError                         disabled (tracking is turned off)
         └── InternalError                         internal_error (a bug: please report it)
 """
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "DisabledError",
     "ErrorCode",
+    "InOutboxError",
     "InternalError",
     "InvalidRequestError",
     "InvalidResponseError",
@@ -81,6 +83,8 @@ class ErrorCode(enum.StrEnum):
     MISSING_TRACKING_ID = "missing_tracking_id"
     QUEUE_FULL = "queue_full"
     SHUTDOWN = "shutdown"
+    IN_OUTBOX = "in_outbox"
+    OUTBOX_ERROR = "outbox_error"
     DISABLED = "disabled"
     INTERNAL_ERROR = "internal_error"
     INVALID_SIGNATURE = "invalid_signature"
@@ -112,6 +116,8 @@ class TaapitError(Exception):
         self.code: str = _as_code(code or self.default_code)
         self.status_code = status_code
         self.retryable = self.default_retryable if retryable is None else retryable
+        #: Seconds the server asked to wait (``Retry-After``), when it did.
+        self.retry_after: float | None = None
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
@@ -253,6 +259,12 @@ class ShutdownError(APIError):
     """The client closed before a queued event could be delivered."""
 
     default_code = ErrorCode.SHUTDOWN
+
+
+class InOutboxError(APIError):
+    """The client closed before delivering an outbox event; it waits in the file."""
+
+    default_code = ErrorCode.IN_OUTBOX
 
 
 class DisabledError(APIError):
