@@ -614,7 +614,9 @@ class AsyncTaapit:
             self._counts.failed += not result.success
             self._counts.retried += attempts - 1
         if not result.success:
-            logger.warning(
+            # An outbox attempt (count=False) is not the end of its event: keep it quiet.
+            logger.log(
+                logging.WARNING if count else logging.DEBUG,
                 "taapit %s not tracked after %d attempt(s): %s (idempotency key %s)",
                 kind, attempts, result.error, key,
             )  # fmt: skip

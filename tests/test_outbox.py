@@ -1,0 +1,260 @@
+"""The durable outbox: real SQLite files, real processes, the fake as a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from taapit_async import AsyncTaapit, ErrorCode
+from taapit_async._outbox import OutboxError
+from taapit_async.testing import FakeTaapit, FakeTaapitServer
+
+TID = "rLnWe1uz9t282v7g"
+
+
+def client_for(fake: FakeTaapit, outbox: Path, **options: Any) -> AsyncTaapit:
+    options.setdefault("backoff_base", 0.001)
+    options.setdefault("backoff_max", 0.002)
+    return AsyncTaapit(
+        fake.api_key,
+        base_url="http://taapit.localhost",
+        http_client=httpx.AsyncClient(transport=fake.transport()),
+        outbox=outbox,
+        **options,
+    )
+
+
+async def wait_until(condition: Callable[[], bool], *, seconds: float) -> None:
+    """Poll a condition on a file that other processes write (no event to wait on)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+def rows(path: Path, table: str = "events") -> int:
+    with sqlite3.connect(path) as db:
+        (count,) = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+    return int(count)
+
+
+async def test_an_event_is_on_disk_before_the_call_returns(tmp_path: Path) -> None:
+    fake = FakeTaapit()
+    fake.delay_next(1, seconds=0.3)
+    path = tmp_path / "outbox.sqlite3"
+    async with client_for(fake, path) as taapit:
+        delivery = await taapit.background.lead(tracking_id=TID, customer={"external_id": "u"})
+        assert rows(path) == 1  # committed, readable by another connection
+        assert (await delivery.result()).success
+        assert rows(path) == 0  # deleted once delivered
+    assert len(fake.leads) == 1
+
+
+async def test_failures_are_rescheduled_until_delivered(tmp_path: Path) -> None:
+    fake = FakeTaapit()
+    fake.fail_next(2, status=503)
+    fake.rate_limit_next(1, retry_after="0")
+    async with client_for(fake, tmp_path / "o.sqlite3") as taapit:
+        delivery = await taapit.background.sale(
+            tracking_id=TID, customer={"external_id": "u"}, amount=5, currency="eur"
+        )
+        result = await delivery.result()
+        stats = taapit.stats
+    assert result.success
+    assert len(fake.sales) == 1
+    assert fake.attempts(delivery.idempotency_key) == 4  # 1 + the 3 faults it met
+    assert (stats.sent, stats.retried, stats.failed) == (1, 3, 0)
+
+
+async def test_a_rejected_event_goes_to_the_dead_letters(tmp_path: Path) -> None:
+    fake = FakeTaapit()
+    path = tmp_path / "o.sqlite3"
+    async with client_for(fake, path) as taapit:
+        # A sale for an unknown customer without a tracking id: Taapit answers 400.
+        delivery = await taapit.background.sale(
+            customer={"external_id": "nobody"}, amount=5, currency="eur"
+        )
+        result = await delivery.result()
+        assert taapit.stats.dead_lettered == 1
+    assert result.error is not None
+    assert result.error.code == ErrorCode.INVALID_REQUEST
+    assert (rows(path), rows(path, "dead_letters")) == (0, 1)
+
+
+async def test_the_attempt_budget_sends_retryable_failures_to_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    fake = FakeTaapit()
+    fake.fail_next(100, status=503)
+    path = tmp_path / "o.sqlite3"
+    taapit = client_for(fake, path)
+    assert taapit._outbox is not None
+    taapit._outbox.max_attempts = 3
+    async with taapit:
+        delivery = await taapit.background.lead(tracking_id=TID, customer={"external_id": "u"})
+        result = await delivery.result()
+    assert result.error is not None
+    assert result.error.code == ErrorCode.SERVER_ERROR
+    assert rows(path, "dead_letters") == 1
+    assert fake.attempts(delivery.idempotency_key) == 3
+
+
+async def test_pending_events_survive_a_close_and_are_sent_by_the_next_client(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.sqlite3"
+    down = FakeTaapit()
+    down.fail_next(1000, status=503)
+    taapit = client_for(down, path, drain_timeout=0.05, backoff_base=5, backoff_max=5)
+    async with taapit:
+        deliveries = [
+            await taapit.background.lead(tracking_id=TID, customer={"external_id": f"u{i}"})
+            for i in range(10)
+        ]
+    results = [await d.result() for d in deliveries]
+    assert {r.error.code for r in results if r.error} == {ErrorCode.IN_OUTBOX}
+    assert taapit.stats.dropped == 0  # handed over, not lost
+    assert rows(path) == 10
+
+    up = FakeTaapit()
+    # Rows were rescheduled 5 s ahead; a new client still delivers them once they are due.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE events SET next_attempt_at = 0")
+    async with client_for(up, path):
+        await wait_until(lambda: rows(path) == 0, seconds=10)
+    assert rows(path) == 0
+    assert sorted(e.customer.external_id for e in up.leads) == sorted(f"u{i}" for i in range(10))
+
+
+async def test_an_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")  # unwritable even for root
+    with pytest.raises(OutboxError, match="cannot use the outbox file") as info:
+        async with client_for(FakeTaapit(), tmp_path / "a-file" / "o.sqlite3"):
+            pass  # pragma: no cover
+    assert isinstance(info.value, OSError)
+
+
+async def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    path.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(OutboxError, match=r"cannot use the outbox file .*\(is it a taapit-async"):
+        async with client_for(FakeTaapit(), path):
+            pass  # pragma: no cover
+
+
+async def test_a_directory_is_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is a directory"):
+        client_for(FakeTaapit(), tmp_path)
+
+
+# --- processes ------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from taapit_async import AsyncTaapit
+
+    async def main(path, url):
+        # Taapit is unreachable for this process: every event stays pending on disk.
+        async with AsyncTaapit("taapit_sk_test", base_url=url, outbox=path,
+                               timeout=0.2, backoff_base=1, backoff_max=1) as taapit:
+            taapit._outbox.lease_seconds = 1.0  # the test waits for it to expire
+            i = 0
+            while True:
+                await taapit.background.lead(
+                    tracking_id="t1", customer={"external_id": f"u{i}"},
+                    idempotency_key=f"crash-{i}")
+                print(i, flush=True)  # printed only once the event is committed
+                i += 1
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeTaapitServer]:
+    with FakeTaapitServer() as running:
+        yield running
+
+
+@pytest.mark.server
+async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice(
+    tmp_path: Path, server: FakeTaapitServer
+) -> None:
+    path = tmp_path / "crash.sqlite3"
+    child = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-c", CHILD, str(path), "http://127.0.0.1:9"],  # port 9: nothing
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    committed = -1
+    while committed < 300:
+        line = await child.stdout.readline()
+        assert line, "the child stopped early"
+        committed = int(line)
+    pending_before_kill = rows(path)
+    child.send_signal(signal.SIGKILL)
+    await child.wait()
+    assert pending_before_kill >= 300  # provably still pending at the moment of the kill
+    on_disk = rows(path)
+    assert on_disk >= committed + 1
+
+    async with AsyncTaapit(server.fake.api_key, base_url=server.url, outbox=path):
+        await wait_until(lambda: rows(path) == 0, seconds=20)
+    keys = [e.idempotency_key for e in server.fake.leads]
+    assert len(keys) == len(set(keys)) == on_disk  # exactly once each
+    assert {f"crash-{i}" for i in range(committed + 1)} <= set(keys)
+
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from taapit_async import AsyncTaapit
+
+    async def main(path, url, seconds):
+        async with AsyncTaapit("taapit_sk_test", base_url=url, outbox=path) as taapit:
+            await asyncio.sleep(float(seconds))
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.server
+async def test_two_processes_share_one_outbox_without_double_sends(
+    tmp_path: Path, server: FakeTaapitServer
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    server.fake.delay_next(50, seconds=0.01)
+    async with AsyncTaapit(
+        server.fake.api_key, base_url="http://127.0.0.1:9", outbox=path, timeout=0.1,
+        backoff_base=60, backoff_max=60, drain_timeout=0,
+    ) as producer:  # fmt: skip
+        for i in range(200):
+            await producer.background.lead(
+                tracking_id=TID, customer={"external_id": f"u{i}"}, idempotency_key=f"k{i}"
+            )
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE events SET next_attempt_at = 0")
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WORKER, str(path), server.url, "4"
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        assert await asyncio.wait_for(worker.wait(), 30) == 0
+    keys = [e.idempotency_key or "" for e in server.fake.leads]
+    assert rows(path) == 0
+    assert sorted(keys) == sorted(f"k{i}" for i in range(200))
+    assert max(server.fake.attempts(k) for k in keys) == 1  # nobody sent a row twice
