@@ -1,6 +1,7 @@
 """Command line: ``python -m taapit_async <command>``.
 
 Commands:
+    outbox        Inspect and repair an outbox file: status, list, retry, purge.
     fake-server   Serve the fake Taapit API on 127.0.0.1 (needs ``taapit-async[server]``).
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 _USAGE = """usage: python -m taapit_async <command> [options]
 
 commands:
+  outbox        inspect and repair an outbox file (see: outbox --help)
   fake-server   serve the fake Taapit API on 127.0.0.1 (see: fake-server --help)
 """
 
@@ -23,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_USAGE, end="")
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command == "outbox":
+        from taapit_async._outbox_cli import main as outbox  # noqa: PLC0415
+
+        return outbox(rest)
     if command == "fake-server":
         try:
             from taapit_async.testing._server import main as fake_server  # noqa: PLC0415

@@ -347,7 +347,10 @@ class OutboxQueue:
         return True
 
     async def aclose(self, timeout: float) -> int:
-        """Deliver for up to ``timeout`` seconds, then hand the rest over to the file."""
+        """Deliver for up to ``timeout`` seconds, then hand the rest over to the file.
+
+        Returns 0: no event is abandoned, the rest waits in the file.
+        """
         await self.flush(timeout)
         if self._pump_task is not None:
             self._pump_task.cancel()
@@ -367,4 +370,9 @@ class OutboxQueue:
             delivery._future.set_result(result)
             self._on_result(delivery, result)
         await self.outbox.close()
-        return len(left)
+        if left:
+            logger.info(
+                "taapit: %d background event(s) left in the outbox %s for the next start",
+                len(left), str(self.outbox.path),
+            )  # fmt: skip
+        return 0  # nothing abandoned: the rows wait on disk
