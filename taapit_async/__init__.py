@@ -37,6 +37,7 @@ from ._errors import (
     ConfigurationError,
     DisabledError,
     ErrorCode,
+    InOutboxError,
     InternalError,
     InvalidRequestError,
     InvalidResponseError,
@@ -51,6 +52,7 @@ from ._errors import (
     ValidationTypeError,
 )
 from ._models import MAX_METADATA_BYTES, Customer, TrackResult
+from ._outbox import OutboxError
 from ._retry import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -90,10 +92,12 @@ __all__ = [
     "DeliveryStats",
     "DisabledError",
     "ErrorCode",
+    "InOutboxError",
     "InternalError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingTrackingIdError",
+    "OutboxError",
     "QueueFullError",
     "RateLimitError",
     "RejectedError",
