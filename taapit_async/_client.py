@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -324,8 +323,15 @@ class AsyncTaapit:
             ),
             max_in_flight=max_in_flight,
         )
+        headers = {
+            "Authorization": f"Bearer {self._settings.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": user_agent(),
+        }
         self._transport: Transport = HttpxTransport(
             http_client,
+            headers=headers,
             timeout=self._settings.timeout,
             max_connections=self._settings.max_in_flight,
             http2=http2,
@@ -333,12 +339,6 @@ class AsyncTaapit:
         # Our own gate in front of the pool: waiting here is O(1), while httpcore's pool
         # rescans every queued request each time a connection frees up.
         self._gate = asyncio.Semaphore(self._settings.max_in_flight)
-        self._headers: Final = {
-            "Authorization": f"Bearer {self._settings.api_key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": user_agent(),
-        }
         self._urls: Final[dict[EventKind, str]] = {
             "lead": self._settings.lead_url,
             "sale": self._settings.sale_url,
@@ -569,7 +569,7 @@ class AsyncTaapit:
     ) -> TrackResult:
         retry = retry or self._settings.retry
         url = self._urls[kind]
-        headers = {**self._headers, "Idempotency-Key": key}
+        headers = {"Idempotency-Key": key}
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + retry.deadline
         attempts = 0
@@ -680,8 +680,8 @@ def _seconds(name: str, value: object) -> float:
 
 
 def new_idempotency_key() -> str:
-    """Return a fresh random idempotency key."""
-    return str(uuid.uuid4())
+    """Return a fresh random idempotency key: 128 random bits as 32 hex digits."""
+    return os.urandom(16).hex()  # as random as uuid4, a third of its cost
 
 
 def _scrub(text: str) -> str:

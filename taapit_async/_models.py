@@ -30,6 +30,7 @@ __all__ = [
     "TrackResult",
     "check_idempotency_key",
     "check_metadata",
+    "check_metadata_size",
     "check_tracking_id",
     "is_valid_tracking_id",
 ]
@@ -203,12 +204,34 @@ def _unknown_customer_key(key: object) -> str:
     return f"customer has an unknown key {key!r}: the known keys are {known}"
 
 
-def _all_keys_are_str(value: object) -> bool:
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and _all_keys_are_str(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_all_keys_are_str(item) for item in value)
-    return True
+_JSON_SCALARS: Final = (str, int, bool, type(None))
+
+
+def _json_problem(value: object) -> str | None:
+    """Say why ``value`` is not strict JSON with str keys, or return None if it is.
+
+    One iterative pass instead of a trial ``json.dumps``: the wire encoder dumps the
+    metadata once, when the body is built, and ``json.dumps`` would quietly turn int keys
+    into strings, which would change what the caller gave.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _JSON_SCALARS):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{item!r} is not a JSON number"
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"key {key!r} is not a str"
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        else:
+            return f"{type(item).__name__} is not a JSON type"
+    return None
 
 
 def _check_metadata(_instance: object, _attribute: object, value: Any) -> None:
@@ -218,21 +241,23 @@ def _check_metadata(_instance: object, _attribute: object, value: Any) -> None:
         raise ValidationTypeError(
             f"metadata must be a mapping with str keys, not {type(value).__name__}"
         )
-    try:
-        # Strict JSON: no NaN or Infinity, only str keys, only JSON types. The encoded form
-        # is thrown away; the wire encoder dumps the same mapping once more when sending.
-        encoded = json.dumps(
-            value, allow_nan=False, separators=(",", ":"), ensure_ascii=False, sort_keys=False
-        )
-    except (TypeError, ValueError) as exc:
+    problem = _json_problem(value)
+    if problem is not None:
         raise ValidationError(
-            f"metadata is not JSON-serializable ({exc}): use only str keys and str, int, "
-            "float, bool, None, list and dict values"
-        ) from None
-    if not _all_keys_are_str(value):
-        # json.dumps quietly turns int keys into strings; the wire must carry what was given.
-        raise ValidationError("metadata keys must all be str: convert the other keys to str")
-    size = len(encoded.encode())
+            f"metadata is not JSON-serializable ({problem}): use only str keys and str, int, "
+            "finite float, bool, None, list and dict values"
+        )
+
+
+def check_metadata_size(value: Mapping[str, Any] | None, body_size: int) -> None:
+    """Raise ``ValidationError`` if ``value`` is over ``MAX_METADATA_BYTES`` as JSON.
+
+    ``body_size`` (the whole encoded body) bounds the metadata's size, so the metadata is
+    measured on its own only when the body is large enough for it to be over the cap.
+    """
+    if value is None or body_size <= MAX_METADATA_BYTES:
+        return
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_METADATA_BYTES:
         raise ValidationError(
             f"metadata is {size} bytes as JSON, more than the {MAX_METADATA_BYTES} allowed: "

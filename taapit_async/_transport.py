@@ -27,7 +27,11 @@ class HTTPReply:
 
 
 class Transport(Protocol):
-    """Sends one POST and returns its reply, or raises an ``APIConnectionError``."""
+    """Sends one POST and returns its reply, or raises an ``APIConnectionError``.
+
+    A transport is built with the headers every request carries (key, content type, user
+    agent); ``post`` gets only the per-request ones (the idempotency key).
+    """
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> HTTPReply:
         """POST ``body`` to ``url``; translate every transport failure to an ``APIError``."""
@@ -42,6 +46,9 @@ class HttpxTransport:
     Args:
         client: A user's own client, which is used as is and never closed; None to build
             one tuned for this SDK.
+        headers: Headers of every request. On the client built here they are the client's
+            defaults, which httpx merges far more cheaply than per-request headers
+            (measured: about 20 % of the CPU of a post on a null transport).
         timeout: Seconds allowed for each of connect, write, read and pool wait.
         max_connections: Pool size of the client built here.
         http2: Negotiate HTTP/2 (needs the ``h2`` package: ``taapit-async[http2]``).
@@ -51,13 +58,17 @@ class HttpxTransport:
         self,
         client: httpx.AsyncClient | None,
         *,
+        headers: Mapping[str, str],
         timeout: float,
         max_connections: int,
         http2: bool = False,
     ) -> None:
         self._owned = client is None
         self._timeout = None if client is None else httpx.Timeout(timeout)
+        # A user's client keeps its own defaults; ours are then sent with each request.
+        self._headers = None if client is None else dict(headers)
         self._client = client or httpx.AsyncClient(
+            headers=headers,
             timeout=timeout,
             limits=httpx.Limits(
                 max_connections=max_connections,
@@ -83,7 +94,7 @@ class HttpxTransport:
                 response = await self._client.post(
                     url,
                     content=body,
-                    headers=headers,
+                    headers={**(self._headers or {}), **headers},
                     timeout=self._timeout,
                     follow_redirects=False,
                 )

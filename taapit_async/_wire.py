@@ -16,7 +16,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import Customer, LeadEvent, SaleEvent
+from ._models import Customer, LeadEvent, SaleEvent, check_metadata_size
 
 __all__ = ["Reply", "encode_event", "parse_reply"]
 
@@ -109,10 +109,17 @@ _converter.register_structure_hook(
 
 
 def encode_event(event: LeadEvent | SaleEvent) -> bytes:
-    """Return the request body for ``event``: compact UTF-8 JSON in Taapit's camelCase."""
-    return json.dumps(
+    """Return the request body for ``event``: compact UTF-8 JSON in Taapit's camelCase.
+
+    Raises:
+        ValidationError: The metadata is over its size cap (checked here, where the body's
+            size is known, so that metadata is serialized once).
+    """
+    body = json.dumps(
         _converter.unstructure(event), separators=(",", ":"), ensure_ascii=False
     ).encode()
+    check_metadata_size(event.metadata, len(body))
+    return body
 
 
 def parse_reply(body: bytes) -> Reply:
