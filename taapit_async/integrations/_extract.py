@@ -42,21 +42,24 @@ def _valid(value: object) -> str | None:
 
 def from_cookie_header(header: bytes) -> str | None:
     """Return the valid ``ta_tid`` of a ``Cookie`` header value, or None."""
-    if _COOKIE_PREFIX not in header:
-        return None
-    for pair in header.split(b";"):
-        name, sep, value = pair.strip().partition(b"=")
-        if sep and name == b"ta_tid":
+    # Find the pair directly instead of splitting every cookie: this runs on every request.
+    start = header.find(_COOKIE_PREFIX)
+    while start >= 0:
+        if start == 0 or header[start - 1] in b"; \t":
+            end = header.find(b";", start)
+            value = header[start + len(_COOKIE_PREFIX) : end if end >= 0 else None].strip()
             # RFC 6265 allows a quoted value; ids never contain quotes themselves.
-            text = value.decode("latin-1").strip()
-            if len(text) >= 2 and text[0] == text[-1] == '"':
-                text = text[1:-1]
-            return _valid(text)
+            if len(value) >= 2 and value[:1] == value[-1:] == b'"':
+                value = value[1:-1]
+            return _valid(value.decode("latin-1"))
+        start = header.find(_COOKIE_PREFIX, start + 1)
     return None
 
 
 def from_query(query_string: bytes | str) -> str | None:
     """Return the valid ``ta_tid`` of a raw query string, or None."""
+    if not query_string:
+        return None
     text = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
     if COOKIE_NAME not in text and "ta%5Ftid" not in text.lower():
         return None

@@ -35,7 +35,7 @@ class RequestTracker:
         >>> result = await tracker.lead(customer={"external_id": str(user.id)})
     """
 
-    __slots__ = ("_client", "background", "source", "tracking_id")
+    __slots__ = ("_client", "source", "tracking_id")
 
     def __init__(
         self, tracking_id: str | None, source: Source | None, client: AsyncTaapit | None
@@ -43,7 +43,11 @@ class RequestTracker:
         self.tracking_id = tracking_id
         self.source = source
         self._client = client
-        self.background = TrackerBackground(self)
+
+    @property
+    def background(self) -> TrackerBackground:
+        """The background form: ``await tracker.background.lead(...)`` returns a ``Delivery``."""
+        return TrackerBackground(self)
 
     def __repr__(self) -> str:
         # The id comes from the visitor; it is valid by construction, so safe to show.
