@@ -26,7 +26,6 @@ import dataclasses
 import gc
 import importlib.metadata
 import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -46,7 +45,7 @@ from typing import Any, Final
 import httpx
 import requests
 
-from taapit_async import AsyncTaapit
+from taapit_async import DEFAULT_MAX_IN_FLIGHT, AsyncTaapit
 
 API_KEY: Final = "taapit_sk_test"  # the fake's default key
 LEAD_PATH: Final = "/api/events/lead"
@@ -55,6 +54,7 @@ METADATA: Final = {"plan": "pro", "source": "benchmark", "campaign": "spring"}
 USER_AGENT: Final = "bench-raw/1.0"
 REQUEST_TIMEOUT: Final = 30.0
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+BUSY_PCT: Final = 20.0  # others' CPU share (% of one core) above which a run is flagged
 
 CLIENT_LABELS: Final = {
     "httpx": "raw httpx",
@@ -317,19 +317,13 @@ async def null_reply(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=REPLY, headers={"Content-Type": "application/json"})
 
 
-async def null_round(
-    kind: str, iterations: int, in_flight: int, warmup: int
-) -> tuple[float, float]:
-    """CPU µs per event of ``iterations`` events through a fresh client on a MockTransport.
-
-    Also returns the CPU share (% of one core) other processes used meanwhile.
-    """
-    mock = httpx.MockTransport(null_reply)
+def null_client(
+    kind: str, mock: httpx.MockTransport
+) -> tuple[Callable[[int], Awaitable[bool]], Callable[[], Awaitable[None]]]:
+    """A fresh client of one kind on the mock transport: its send and its aclose."""
     url = "http://127.0.0.1" + LEAD_PATH
-    send: Callable[[int], Awaitable[bool]]
     if kind == "sdk":
         http_client = httpx.AsyncClient(transport=mock)
-        closing: Callable[[], Awaitable[None]] = http_client.aclose
         taapit = AsyncTaapit(API_KEY, base_url="http://127.0.0.1", http_client=http_client)
 
         async def send_sdk(i: int) -> bool:
@@ -338,21 +332,19 @@ async def null_round(
             )
             return result.success
 
-        send = send_sdk
-    elif kind == "raw":
+        return send_sdk, http_client.aclose
+    if kind == "raw":
         client = httpx.AsyncClient(transport=mock)
-        closing = client.aclose
 
         async def send_raw(i: int) -> bool:
             response = await client.post(url, json=lead_body(i), headers=raw_headers(new_key()))
             return response.status_code == 200
 
-        send = send_raw
-    elif kind == "raw-client-headers":
+        return send_raw, client.aclose
+    if kind == "raw-client-headers":
         static = raw_headers("")
         del static["Idempotency-Key"]
         client = httpx.AsyncClient(transport=mock, headers=static)
-        closing = client.aclose
 
         async def send_raw_defaults(i: int) -> bool:
             response = await client.post(
@@ -360,37 +352,67 @@ async def null_round(
             )
             return response.status_code == 200
 
-        send = send_raw_defaults
-    else:
-        msg = f"unknown null-transport client {kind!r}"
-        raise ValueError(msg)
+        return send_raw_defaults, client.aclose
+    msg = f"unknown null-transport client {kind!r}"
+    raise ValueError(msg)
+
+
+async def null_repeat(
+    kinds: Sequence[str], iterations: int, in_flight: int
+) -> tuple[dict[str, float], float]:
+    """One repeat: fresh clients, then ``iterations`` events each in interleaved blocks.
+
+    On a shared or throttled machine the CPU cost of the same code drifts by tens of percent
+    within seconds; alternating short blocks (in rotating order) gives every client the
+    same conditions, so the ratios hold even when the absolute figures move. Returns CPU
+    µs per event by client, and the CPU share (% of one core) of other processes meanwhile.
+    """
+    mock = httpx.MockTransport(null_reply)
+    clients = {kind: null_client(kind, mock) for kind in kinds}
+    block = max(in_flight * 16, 400)
+    warmup = max(block, 300)
+    cpu = dict.fromkeys(kinds, 0.0)
+    wall = other = 0.0
+    failures = 0
     try:
-        failures = await drive(send, 0, warmup, in_flight)
-        gc.collect()
-        start = Stamp.now(None)
-        failures += await drive(send, warmup, iterations, in_flight)
-        m = Measured.between(start, Stamp.now(None), failures, 0)
+        for send, _ in clients.values():
+            failures += await drive(send, 0, warmup, in_flight)
+        done = 0
+        rounds = 0
+        while done < iterations:
+            n = min(block, iterations - done)
+            order = list(kinds[rounds % len(kinds) :]) + list(kinds[: rounds % len(kinds)])
+            for kind in order:
+                gc.collect()
+                start = Stamp.now(None)
+                failures += await drive(clients[kind][0], warmup + done, n, in_flight)
+                m = Measured.between(start, Stamp.now(None), 0, 0)
+                cpu[kind] += m.cpu
+                wall += m.wall
+                other += m.other_cpu
+            done += n
+            rounds += 1
     finally:
-        await closing()
+        for _, aclose in clients.values():
+            await aclose()
     if failures:
-        msg = f"{failures} events failed on the null transport ({kind})"
+        msg = f"{failures} events failed on the null transport"
         raise RuntimeError(msg)
-    return m.cpu / iterations * 1e6, 100 * m.other_cpu / m.wall
+    return {kind: seconds / iterations * 1e6 for kind, seconds in cpu.items()}, 100 * other / wall
 
 
 def run_null_worker(spec: NullSpec) -> dict[str, Any]:
-    """All null-transport rounds, interleaved so that drift hits every client alike."""
+    """Every repeat at every in-flight count, each repeat in a fresh event loop."""
     samples: dict[str, dict[str, list[float]]] = {
         str(n): {kind: [] for kind in spec.kinds} for n in spec.in_flight
     }
     others: list[float] = []
-    warmup = max(200, spec.iterations // 20)
     for n in spec.in_flight:
         for _ in range(spec.repeats):
-            for kind in spec.kinds:
-                us, other = asyncio.run(null_round(kind, spec.iterations, n, warmup))
-                samples[str(n)][kind].append(us)
-                others.append(other)
+            us, other = asyncio.run(null_repeat(spec.kinds, spec.iterations, n))
+            for kind, value in us.items():
+                samples[str(n)][kind].append(value)
+            others.append(other)
     return {"samples": samples, "others_cpu_pct": others}
 
 
@@ -420,6 +442,7 @@ class LiveResult:
     ok: bool
     vs_requests: float | None = None
     vs_raw_httpx: float | None = None
+    events_per_s_samples: list[float] = dataclasses.field(default_factory=list)
 
 
 class FakeServer:
@@ -507,65 +530,102 @@ def run_worker(kind: str, spec: LiveSpec | NullSpec, timeout: float) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def live_variants(concurrency: int, sweep: Sequence[int]) -> Iterator[tuple[str, str, int | None]]:
+def live_variants(
+    concurrency: int, sweep: Sequence[int], clients: Sequence[str]
+) -> Iterator[tuple[str, str, int | None]]:
     """(label, client, max_in_flight) for every client run at this concurrency."""
-    yield CLIENT_LABELS["httpx"], "httpx", None
-    yield CLIENT_LABELS["requests"], "requests", None
-    yield f"SDK (default, max_in_flight={DEFAULT_MAX_IN_FLIGHT})", "sdk", None
-    extra = sweep or [concurrency]
-    for mif in extra:
-        if mif != DEFAULT_MAX_IN_FLIGHT:
-            yield f"SDK (max_in_flight={mif})", "sdk", mif
+    if "httpx" in clients:
+        yield CLIENT_LABELS["httpx"], "httpx", None
+    if "requests" in clients:
+        yield CLIENT_LABELS["requests"], "requests", None
+    if "sdk" in clients:
+        yield f"SDK (default, max_in_flight={DEFAULT_MAX_IN_FLIGHT})", "sdk", None
+        extra = sweep or [concurrency]
+        for mif in extra:
+            if mif != DEFAULT_MAX_IN_FLIGHT:
+                yield f"SDK (max_in_flight={mif})", "sdk", mif
 
 
-DEFAULT_MAX_IN_FLIGHT: Final = 8  # AsyncTaapit's default; checked against the SDK below
+def one_live_run(
+    server: FakeServer,
+    args: argparse.Namespace,
+    concurrency: int,
+    variant: tuple[str, str, int | None],
+) -> LiveResult:
+    """One client run in a fresh subprocess, checked against what the fake recorded."""
+    label, client, mif = variant
+    print(f"  {label} at {concurrency} in flight ...", file=sys.stderr, flush=True)
+    server.control("POST", "reset")
+    spec = LiveSpec(
+        client=client,
+        concurrency=concurrency,
+        events=args.events,
+        warmup=args.warmup,
+        url=server.url,
+        server_pid=server.pid,
+        max_in_flight=mif,
+    )
+    m = Measured(**run_worker("live", spec, timeout=600))
+    stats = server.control("GET", "stats")
+    expected = args.warmup + args.events
+    recorded, seen = int(stats["events"]), int(stats["requests"])
+    return LiveResult(
+        label=label,
+        client=client,
+        concurrency=concurrency,
+        max_in_flight=mif,
+        events=args.events,
+        warmup=args.warmup,
+        wall_s=m.wall,
+        events_per_s=args.events / m.wall,
+        client_cpu_us_per_event=m.cpu / args.events * 1e6,
+        client_cpu_pct=100 * m.cpu / m.wall,
+        server_cpu_pct=100 * m.server_cpu / m.wall,
+        other_cpu_pct=100 * m.other_cpu / m.wall,
+        failures=m.failures,
+        warmup_failures=m.warmup_failures,
+        recorded=recorded,
+        requests_seen=seen,
+        ok=m.failures == 0 and m.warmup_failures == 0 and recorded == expected == seen,
+    )
 
 
 def run_live(server: FakeServer, args: argparse.Namespace, concurrency: int) -> list[LiveResult]:
-    """Every client at one concurrency, each in a fresh subprocess."""
+    """Every client at one concurrency, ``--repeats`` times in turn; medians per client.
+
+    Ratios are medians of the per-repeat ratios: runs of one repeat are minutes apart at
+    most, so they share the machine's conditions better than runs of different repeats.
+    """
+    variants = list(live_variants(concurrency, args.max_in_flight, args.clients))
+    runs: list[list[LiveResult]] = [
+        [one_live_run(server, args, concurrency, variant) for variant in variants]
+        for _ in range(args.repeats)
+    ]
     results: list[LiveResult] = []
-    for label, client, mif in live_variants(concurrency, args.max_in_flight):
-        print(f"  {label} at {concurrency} in flight ...", file=sys.stderr, flush=True)
-        server.control("POST", "reset")
-        spec = LiveSpec(
-            client=client,
-            concurrency=concurrency,
-            events=args.events,
-            warmup=args.warmup,
-            url=server.url,
-            server_pid=server.pid,
-            max_in_flight=mif,
+    for i, _variant in enumerate(variants):
+        samples = [repeat[i] for repeat in runs]
+        first = samples[0]
+        merged = dataclasses.replace(
+            first,
+            wall_s=sum(r.wall_s for r in samples),
+            events_per_s=statistics.median(r.events_per_s for r in samples),
+            client_cpu_us_per_event=statistics.median(r.client_cpu_us_per_event for r in samples),
+            client_cpu_pct=statistics.median(r.client_cpu_pct for r in samples),
+            server_cpu_pct=statistics.median(r.server_cpu_pct for r in samples),
+            other_cpu_pct=max(r.other_cpu_pct for r in samples),
+            failures=sum(r.failures for r in samples),
+            warmup_failures=sum(r.warmup_failures for r in samples),
+            recorded=min(r.recorded for r in samples),
+            requests_seen=max(r.requests_seen for r in samples),
+            ok=all(r.ok for r in samples),
+            events_per_s_samples=[r.events_per_s for r in samples],
         )
-        raw = run_worker("live", spec, timeout=600)
-        m = Measured(**raw)
-        stats = server.control("GET", "stats")
-        expected = args.warmup + args.events
-        recorded, seen = int(stats["events"]), int(stats["requests"])
-        results.append(
-            LiveResult(
-                label=label,
-                client=client,
-                concurrency=concurrency,
-                max_in_flight=mif,
-                events=args.events,
-                warmup=args.warmup,
-                wall_s=m.wall,
-                events_per_s=args.events / m.wall,
-                client_cpu_us_per_event=m.cpu / args.events * 1e6,
-                client_cpu_pct=100 * m.cpu / m.wall,
-                server_cpu_pct=100 * m.server_cpu / m.wall,
-                other_cpu_pct=100 * m.other_cpu / m.wall,
-                failures=m.failures,
-                warmup_failures=m.warmup_failures,
-                recorded=recorded,
-                requests_seen=seen,
-                ok=m.failures == 0 and m.warmup_failures == 0 and recorded == expected == seen,
-            )
-        )
-    by_client = {r.client: r for r in results if r.max_in_flight is None}
-    for r in results:
-        r.vs_requests = r.events_per_s / by_client["requests"].events_per_s
-        r.vs_raw_httpx = r.events_per_s / by_client["httpx"].events_per_s
+        for name, attr in (("requests", "vs_requests"), ("httpx", "vs_raw_httpx")):
+            base = next((j for j, v in enumerate(variants) if v[1] == name and v[2] is None), None)
+            if base is not None:
+                ratios = [repeat[i].events_per_s / repeat[base].events_per_s for repeat in runs]
+                setattr(merged, attr, statistics.median(ratios))
+        results.append(merged)
     return results
 
 
@@ -586,11 +646,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def print_live(results: Sequence[LiveResult], server: FakeServer) -> None:
     """The table of one concurrency."""
     first = results[0]
+    n = len(first.events_per_s_samples)
+    repeats = f"; medians of {n} repeats" if n > 1 else ""
     print()
     print(
         f"== {first.concurrency} in flight: {first.events} lead events per client "
         f"(after {first.warmup} warm-up), fake API on uvicorn/{server.http}, "
-        f"latency {server.latency:g}s =="
+        f"latency {server.latency:g}s{repeats} =="
     )
     rows = []
     for r in results:
@@ -611,6 +673,7 @@ def print_live(results: Sequence[LiveResult], server: FakeServer) -> None:
                 f"{r.vs_requests:.2f}x" if r.vs_requests is not None else "-",
                 f"{r.vs_raw_httpx:.2f}x" if r.vs_raw_httpx is not None else "-",
                 recorded,
+                *([" ".join(f"{v:.0f}" for v in r.events_per_s_samples)] if n > 1 else []),
             ]
         )
     print_table(
@@ -624,26 +687,28 @@ def print_live(results: Sequence[LiveResult], server: FakeServer) -> None:
             "÷ requests.post",
             "÷ raw httpx",
             "recorded",
+            *(["events/s samples"] if n > 1 else []),
         ],
         rows,
     )
 
 
 def summarize_null(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
-    """Median per client and in-flight count, and the SDK/raw ratio."""
+    """Median per client and in-flight count; SDK/raw as the median of per-repeat ratios."""
     rows: list[dict[str, Any]] = []
     for n, by_kind in samples.items():
-        medians = {kind: statistics.median(values) for kind, values in by_kind.items()}
-        raw = medians.get("raw")
+        raw = by_kind.get("raw")
         for kind, values in by_kind.items():
+            ratios = [v / r for v, r in zip(values, raw, strict=True)] if raw else []
             rows.append(
                 {
                     "in_flight": int(n),
                     "client": kind,
                     "label": NULL_LABELS[kind],
-                    "cpu_us_per_event_median": medians[kind],
+                    "cpu_us_per_event_median": statistics.median(values),
                     "samples": values,
-                    "vs_raw": medians[kind] / raw if raw else None,
+                    "vs_raw": statistics.median(ratios) if ratios else None,
+                    "vs_raw_samples": ratios,
                 }
             )
     return rows
@@ -656,7 +721,7 @@ def print_null(
     print()
     print(
         f"== Null transport (httpx.MockTransport, 200 at once): client CPU per event, "
-        f"median of {repeats} x {iterations:,} events =="
+        f"{repeats} repeats x {iterations:,} events, in interleaved blocks; medians =="
     )
     print(
         f"(other processes used {statistics.median(others):.0f}% of a core meanwhile, "
@@ -664,17 +729,21 @@ def print_null(
     )
     table = []
     for row in rows:
-        samples = " ".join(f"{v:.1f}" for v in row["samples"])
+        ratios = row["vs_raw_samples"]
         table.append(
             [
                 row["label"],
                 str(row["in_flight"]),
                 f"{row['cpu_us_per_event_median']:.1f}",
                 f"{row['vs_raw']:.3f}x" if row["vs_raw"] is not None else "-",
-                samples,
+                f"{min(ratios):.3f}-{max(ratios):.3f}" if ratios else "-",
+                " ".join(f"{v:.0f}" for v in row["samples"]),
             ]
         )
-    print_table(["client", "in flight", "CPU µs/event", "÷ raw httpx", "samples (µs)"], table)
+    print_table(
+        ["client", "in flight", "CPU µs/event", "÷ raw httpx", "ratio range", "samples (µs)"],
+        table,
+    )
 
 
 VERSIONS_SHOWN: Final = (
@@ -769,6 +838,16 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def client_list(text: str) -> list[str]:
+    """Parse ``httpx,sdk``."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(CLIENT_LABELS))
+    if not names or unknown:
+        msg = f"expected some of {','.join(CLIENT_LABELS)}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return names
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -782,11 +861,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=3000, help="events per client run")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up events, not timed")
     parser.add_argument(
+        "--repeats", type=int, default=1, help="live runs per client, in turn (medians shown)"
+    )
+    parser.add_argument(
         "--max-in-flight",
         type=int_list,
         default=[],
         help="extra SDK runs with these max_in_flight values at every concurrency "
         "(default: one run with max_in_flight = the concurrency, when that is not 8)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=client_list,
+        default=list(CLIENT_LABELS),
+        help="live clients to run, of httpx,requests,sdk (default: all three)",
     )
     parser.add_argument(
         "--http",
@@ -796,9 +884,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the fake adds")
     parser.add_argument(
-        "--null-iterations", type=int, default=20000, help="events per null-transport round"
+        "--null-iterations", type=int, default=4000, help="events per null-transport repeat"
     )
-    parser.add_argument("--null-repeats", type=int, default=3, help="null-transport rounds")
+    parser.add_argument("--null-repeats", type=int, default=5, help="null-transport repeats")
     parser.add_argument(
         "--null-in-flight", type=int_list, default=[1, 32], help="null-transport concurrency"
     )
@@ -823,9 +911,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = shlex.join([sys.executable, *sys.argv])
     print(f"Command: {command}")
-    sdk_default = inspect.signature(AsyncTaapit).parameters["max_in_flight"].default
-    if sdk_default != DEFAULT_MAX_IN_FLIGHT:
-        print(f"note: the SDK's default max_in_flight is {sdk_default}, not 8", file=sys.stderr)
     http = args.http
     if http == "auto":
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
@@ -866,6 +951,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("== Targets ==")
         for t in targets:
             print(f"{'MET ' if t['met'] else 'MISSED'}  {t['target']}: {t['value']:.2f}x")
+    busy = [r for r in live if r.other_cpu_pct > BUSY_PCT]
+    busy_null = [v for v in report.get("null_others_cpu_pct", []) if v > BUSY_PCT]
+    if busy or busy_null:
+        print()
+        print(
+            f"WARNING: other processes used more than {BUSY_PCT:g}% of a core during "
+            f"{len(busy)} live run(s) and {len(busy_null)} null-transport repeat(s): "
+            "on a 2-core machine that slows the client; rerun on a quiet machine"
+        )
     lost = [r for r in live if not r.ok]
     if lost:
         print()
