@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import html
 import json
 import math
 import os
@@ -51,6 +52,7 @@ _ROUTES: Final[dict[str, EventKind]] = {
     "/api/events/sale": "sale",
 }
 _CONTROL_PREFIX: Final = "/_fake/"
+_CONTROL_ROOT: Final = "/_fake"
 _MAX_BODY: Final = 1024 * 1024
 _MAX_IDEMPOTENCY_KEY: Final = 255
 
@@ -265,6 +267,8 @@ class FakeTaapit:
     Control endpoints, without authentication, let another process drive a served fake;
     their own traffic is neither faulted nor logged:
 
+    - ``GET /_fake/``: a read-only HTML page of what it recorded (events, tracking ids,
+      amounts, attempts, the request log with the faults injected), for people.
     - ``GET /_fake/events``: the accepted events as a JSON list (snake_case fields, amounts
       as JSON numbers, and ``attempts`` for the event's idempotency key).
     - ``GET /_fake/requests``: the request log.
@@ -576,7 +580,7 @@ class FakeTaapit:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         event_kind = _ROUTES.get(path)
-        if event_kind is None and path.startswith(_CONTROL_PREFIX):
+        if event_kind is None and (path.startswith(_CONTROL_PREFIX) or path == _CONTROL_ROOT):
             await self._control(scope, receive, send)
             return
         request = _Request(scope)
@@ -746,6 +750,12 @@ class FakeTaapit:
         path: str = scope["path"]
         method: str = scope["method"]
         name = path[len(_CONTROL_PREFIX) :]
+        if name == "":
+            if method != "GET":
+                await _respond(send, 405, _error("method_not_allowed", "use GET"), _ALLOW_GET)
+                return
+            await _respond_html(send, self._html_page().encode())
+            return
         if name in ("events", "requests", "stats"):
             if method != "GET":
                 await _respond(send, 405, _error("method_not_allowed", "use GET"), _ALLOW_GET)
@@ -784,6 +794,30 @@ class FakeTaapit:
             item["attempts"] = attempts.get(key, 0) if key is not None else None
             items.append(item)
         return _to_json(items)
+
+    def _html_page(self) -> str:
+        with self._lock:
+            events = list(self._events)
+            requests = list(self._requests)
+            attempts = dict(self._attempts)
+            pending = list(self._faults)
+            plan = self._plan
+        # Counted from the one snapshot, so the summary always agrees with the tables.
+        leads = sum(event.kind == "lead" for event in events)
+        stats = {
+            "events": len(events),
+            "leads": leads,
+            "sales": len(events) - leads,
+            "requests": len(requests),
+            "replayed": sum(request.replayed for request in requests),
+            "faults": sum(request.fault is not None for request in requests),
+        }
+        return _render_page(
+            stats,
+            _table(_EVENT_COLUMNS, _event_rows(events, attempts), "No event recorded yet."),
+            _table(_REQUEST_COLUMNS, _request_rows(requests), "No request yet."),
+            _fault_lines(pending, plan),
+        )
 
     def _apply_fault_spec(self, spec: object) -> None:
         if not isinstance(spec, dict):
@@ -1024,6 +1058,139 @@ def _to_json(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(_to_json(item) for item in value) + "]"
     return json.dumps(value)
+
+
+# -- the HTML page -------------------------------------------------------------------
+
+# Everything recorded came from a client and is escaped; the policy forbids scripts anyway.
+_HTML_HEADERS: Final = (
+    (b"content-type", b"text/html; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
+    (b"x-content-type-options", b"nosniff"),
+)
+_PAGE_STYLE: Final = (
+    "body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem}"
+    "table{border-collapse:collapse;margin:.5rem 0 1.5rem}"
+    "th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}"
+    "th{background:#f3f3f3}td.fault{color:#a00}"
+)
+_FAULT_LABELS: Final[dict[FaultKind, str]] = {
+    "error": "error status",
+    "rate_limit": "rate limited",
+    "delay": "delayed",
+    "drop": "connection dropped",
+    "drop_after_record": "reply lost after recording",
+}
+
+
+def _escape(value: object) -> str:
+    return html.escape("-" if value is None else str(value))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
+    if not rows:
+        return f"<p>{_escape(empty)}</p>"
+    head = "".join(f"<th>{_escape(name)}</th>" for name in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _describe_fault(fault: _Fault) -> str:
+    if fault.kind == "error":
+        return f"HTTP {fault.status}"
+    if fault.kind == "rate_limit":
+        return f"HTTP 429, Retry-After {fault.retry_after or 'absent'}"
+    if fault.kind == "delay":
+        return f"delay {fault.seconds:g} s"
+    return _FAULT_LABELS[fault.kind]
+
+
+_EVENT_COLUMNS: Final = (
+    "#", "kind", "tracking id", "customer", "email", "amount", "idempotency key", "attempts",
+    "metadata", "event id",
+)  # fmt: skip
+_REQUEST_COLUMNS: Final = (
+    "received", "method", "path", "idempotency key", "status", "fault", "replayed",
+)  # fmt: skip
+
+
+def _event_rows(
+    events: Sequence[RecordedEvent], attempts: Mapping[str, int]
+) -> list[tuple[object, ...]]:
+    return [
+        (
+            number,
+            event.kind,
+            event.tracking_id,
+            event.customer.external_id,
+            event.customer.email,
+            None if event.amount is None else f"{event.amount} {(event.currency or '').upper()}",
+            event.idempotency_key,
+            attempts.get(event.idempotency_key, 0) if event.idempotency_key else None,
+            None if event.metadata is None else _to_json(event.metadata),
+            event.event_id,
+        )
+        for number, event in enumerate(events, 1)
+    ]
+
+
+def _request_rows(requests: Sequence[RecordedRequest]) -> list[tuple[object, ...]]:
+    start = requests[0].received_at if requests else 0.0
+    return [
+        (
+            f"+{request.received_at - start:.3f} s",
+            request.method,
+            request.path,
+            request.idempotency_key,
+            "no reply" if request.status is None else request.status,
+            None if request.fault is None else _FAULT_LABELS[request.fault],
+            "yes" if request.replayed else "",
+        )
+        for request in requests
+    ]
+
+
+def _fault_lines(pending: Sequence[_Fault], plan: _FaultPlan | None) -> list[str]:
+    lines = ["no fault queued"]
+    if pending:
+        lines = [f"next {len(pending)} requests: " + ", ".join(map(_describe_fault, pending))]
+    if plan is not None:
+        lines.append(
+            f"random faults: error rate {plan.error_rate:g} (HTTP {plan.error_status}), "
+            f"drop rate {plan.drop_rate:g}, rate-limit rate {plan.rate_limit_rate:g}, "
+            f"latency up to {plan.latency:g} s"
+        )
+    return lines
+
+
+def _render_page(
+    stats: Mapping[str, int], events_table: str, requests_table: str, faults: Sequence[str]
+) -> str:
+    """The ``GET /_fake/`` page: every value escaped, nothing but HTML and a little CSS."""
+    summary = (
+        f"{stats['events']} events ({stats['leads']} leads, {stats['sales']} sales) "
+        f"from {stats['requests']} requests; {stats['replayed']} replayed, "
+        f"{stats['faults']} faults injected"
+    )
+    fault_items = "".join(f"<li>{_escape(line)}</li>" for line in faults)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Fake Taapit API</title><style>{_PAGE_STYLE}</style></head><body>"
+        f'<h1>Fake Taapit API</h1><p id="summary">{_escape(summary)}</p>'
+        f"<h2>Events recorded</h2>{events_table}<h2>Requests</h2>{requests_table}"
+        f"<h2>Faults</h2><ul>{fault_items}</ul>"
+        "<p>Read-only. JSON: <code>/_fake/events</code>, <code>/_fake/requests</code>, "
+        "<code>/_fake/stats</code>.</p></body></html>"
+    )
+
+
+async def _respond_html(send: Send, body: bytes) -> None:
+    headers = [*_HTML_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive) -> bytes | None:
