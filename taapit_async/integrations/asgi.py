@@ -178,40 +178,14 @@ class TaapitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection: HTTP gets a tracker, the rest passes through."""
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan" and self._client is None:
-            await self.app(scope, receive, self._lifespan_send(scope, send))
-        else:
-            await self.app(scope, receive, send)
-
-    def _find_client(self, scope: Scope) -> AsyncTaapit | None:
-        if self._client is not None:
-            return self._client
-        state = scope.get("state")
-        found = state.get(CLIENT_STATE_KEY) if state is not None else None
-        return found if isinstance(found, AsyncTaapit) else self._owned
-
-    def _lifespan_send(self, scope: Scope, send: Send) -> Send:
-        """Wrap ``send`` to open a client at startup and close it at shutdown, if ours."""
-
-        async def wrapped(message: Message) -> None:
-            kind = message["type"]
-            if kind == "lifespan.startup.complete" and self._find_client(scope) is None:
-                # A ConfigurationError (no key) propagates into the app's startup, which
-                # fails loudly: better than serving requests that cannot track.
-                self._owned = AsyncTaapit()
-                state = scope.get("state")
-                if state is not None:
-                    state[CLIENT_STATE_KEY] = self._owned
-            elif kind == "lifespan.shutdown.complete" and self._owned is not None:
-                owned, self._owned = self._owned, None
-                await owned.aclose()
-            await send(message)
-
-        return wrapped
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._client is None:
+                await self.app(scope, receive, self._lifespan_send(scope, send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        # The HTTP path lives here, not in a method of its own: one coroutine frame less per
+        # request, a measurable share of what the middleware costs.
         cookie_id, content_type, declared_length = _scan_headers(scope["headers"])
         query_id = from_query(scope.get("query_string", b""))
         method = scope["method"]
@@ -252,6 +226,32 @@ class TaapitMiddleware:
         finally:
             _current.reset(token)
 
+    def _find_client(self, scope: Scope) -> AsyncTaapit | None:
+        if self._client is not None:
+            return self._client
+        state = scope.get("state")
+        found = state.get(CLIENT_STATE_KEY) if state is not None else None
+        return found if isinstance(found, AsyncTaapit) else self._owned
+
+    def _lifespan_send(self, scope: Scope, send: Send) -> Send:
+        """Wrap ``send`` to open a client at startup and close it at shutdown, if ours."""
+
+        async def wrapped(message: Message) -> None:
+            kind = message["type"]
+            if kind == "lifespan.startup.complete" and self._find_client(scope) is None:
+                # A ConfigurationError (no key) propagates into the app's startup, which
+                # fails loudly: better than serving requests that cannot track.
+                self._owned = AsyncTaapit()
+                state = scope.get("state")
+                if state is not None:
+                    state[CLIENT_STATE_KEY] = self._owned
+            elif kind == "lifespan.shutdown.complete" and self._owned is not None:
+                owned, self._owned = self._owned, None
+                await owned.aclose()
+            await send(message)
+
+        return wrapped
+
     async def _peek_body(
         self, receive: Receive, content_type: bytes | None, declared_length: int | None
     ) -> tuple[str | None, Receive]:
@@ -264,6 +264,7 @@ class TaapitMiddleware:
         if kind is None or (declared_length is not None and declared_length > self._body_limit):
             return None, receive
         buffered: list[Message] = []
+        chunks: list[bytes] = []
         size = 0
         complete = False
         while True:
@@ -271,15 +272,15 @@ class TaapitMiddleware:
             buffered.append(message)
             if message["type"] != "http.request":  # http.disconnect: stop, and replay it
                 break
-            size += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
             if size > self._body_limit:
                 break
             if not message.get("more_body", False):
                 complete = True
                 break
-        found = None
-        if complete:
-            found = from_body(kind, b"".join(m.get("body", b"") for m in buffered))
+        found = from_body(kind, b"".join(chunks)) if complete else None
         pending = deque(buffered)
 
         async def replay() -> Message:
