@@ -16,6 +16,7 @@ configuration raise ``ValidationError`` / ``ConfigurationError`` before anything
 
 from __future__ import annotations
 
+from ._breaker import DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_THRESHOLD, DEFAULT_RECOVERY_RATE
 from ._client import AsyncTaapit, Background, Track
 from ._config import DEFAULT_BASE_URL, DEFAULT_MAX_IN_FLIGHT
 from ._delivery import (
@@ -52,7 +53,12 @@ from ._errors import (
     ValidationTypeError,
 )
 from ._models import MAX_METADATA_BYTES, Customer, TrackResult
-from ._outbox import OutboxError
+from ._outbox import (
+    DEFAULT_OUTBOX_LEASE,
+    DEFAULT_OUTBOX_MAX_AGE,
+    DEFAULT_OUTBOX_MAX_ATTEMPTS,
+    OutboxError,
+)
 from ._retry import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -69,11 +75,17 @@ __all__ = [
     "DEFAULT_BACKOFF_BASE",
     "DEFAULT_BACKOFF_MAX",
     "DEFAULT_BASE_URL",
+    "DEFAULT_BREAKER_COOLDOWN",
+    "DEFAULT_BREAKER_THRESHOLD",
     "DEFAULT_DEADLINE",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_MAX_QUEUE",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_OUTBOX_LEASE",
+    "DEFAULT_OUTBOX_MAX_AGE",
+    "DEFAULT_OUTBOX_MAX_ATTEMPTS",
+    "DEFAULT_RECOVERY_RATE",
     "DEFAULT_RETRY_AFTER_MAX",
     "DEFAULT_TIMEOUT",
     "MAX_METADATA_BYTES",

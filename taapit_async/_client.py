@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from ._breaker import (
+    DEFAULT_BREAKER_COOLDOWN,
+    DEFAULT_BREAKER_THRESHOLD,
+    DEFAULT_RECOVERY_RATE,
+    CircuitBreaker,
+)
 from ._config import DEFAULT_MAX_IN_FLIGHT, Settings, resolve_settings, user_agent
 from ._delivery import (
     DEFAULT_BACKGROUND_DEADLINE,
@@ -50,7 +56,13 @@ from ._models import (
     TrackResult,
     check_idempotency_key,
 )
-from ._outbox import Outbox, Settle
+from ._outbox import (
+    DEFAULT_OUTBOX_LEASE,
+    DEFAULT_OUTBOX_MAX_AGE,
+    DEFAULT_OUTBOX_MAX_ATTEMPTS,
+    Outbox,
+    Settle,
+)
 from ._retry import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -260,13 +272,26 @@ class AsyncTaapit:
         http2: Negotiate HTTP/2 on the client built here (``taapit-async[http2]``).
         max_queue: Background events held in memory at most; beyond, ``queue_full``.
         background_max_retries: Retries of a background event after its first attempt.
-        background_deadline: Seconds a background event may take, retries included.
+        background_deadline: Seconds a background event may take from its first attempt,
+            retries included.
         drain_timeout: Seconds ``aclose()`` waits for queued events before giving up on them.
         on_result: Called with each background ``Delivery`` and its ``TrackResult`` when
             it is done; exceptions it raises are logged and ignored.
         outbox: A SQLite file for durable background delivery: each background event is
             committed to it before the call returns, survives crashes and restarts, and is
             retried until delivered or dead-lettered. Several processes may share one file.
+        outbox_max_attempts: Attempts (all processes together) before an outbox event is
+            moved to the file's dead letters.
+        outbox_max_age: Seconds after which an undelivered outbox event is dead-lettered.
+        outbox_lease: Seconds a process holds an outbox row it is sending; a crashed
+            holder's rows are taken over by others after it.
+        breaker_threshold: Failures in a row (no connection, timeouts, 5xx, 429) after which
+            background delivery pauses and probes Taapit before resuming; 0 turns it off.
+            Awaited calls are never held back.
+        breaker_cooldown: Seconds of the first pause; doubles per failed probe, up to 60.
+        recovery_rate: Background attempts per second right after a pause ends, doubling
+            every second for 8 seconds, so a backlog does not hammer a recovering API;
+            None for no ramp.
 
     Raises:
         ConfigurationError: No API key, a bad URL or a bad option; the message says how
@@ -304,6 +329,12 @@ class AsyncTaapit:
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         on_result: Callable[[Delivery, TrackResult], object] | None = None,
         outbox: str | os.PathLike[str] | None = None,
+        outbox_max_attempts: int = DEFAULT_OUTBOX_MAX_ATTEMPTS,
+        outbox_max_age: float = DEFAULT_OUTBOX_MAX_AGE,
+        outbox_lease: float = DEFAULT_OUTBOX_LEASE,
+        breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD,
+        breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN,
+        recovery_rate: float | None = DEFAULT_RECOVERY_RATE,
     ) -> None:
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigurationError(
@@ -355,7 +386,19 @@ class AsyncTaapit:
         self._single_attempt = RetryPolicy(max_retries=0, deadline=self._settings.timeout * 2)
         self._on_result = on_result
         self._queue: BackgroundQueue | OutboxQueue | None = None
-        self._outbox = None if outbox is None else Outbox(outbox)
+        self._outbox = (
+            None
+            if outbox is None
+            else Outbox(
+                outbox,
+                lease_seconds=_positive_seconds("outbox_lease", outbox_lease),
+                max_attempts=_positive_int("outbox_max_attempts", outbox_max_attempts),
+                max_age=_positive_seconds("outbox_max_age", outbox_max_age),
+            )
+        )
+        self._breaker = CircuitBreaker(
+            threshold=breaker_threshold, cooldown=breaker_cooldown, recovery_rate=recovery_rate
+        )
         self._counts = _Counts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -503,6 +546,7 @@ class AsyncTaapit:
                 self._queue = OutboxQueue(
                     self._outbox,
                     self._send_once,
+                    breaker=self._breaker,
                     concurrency=self._settings.max_in_flight,
                     backoff=retry.backoff,
                     retry_after_max=retry.retry_after_max,
@@ -518,9 +562,10 @@ class AsyncTaapit:
                 )
         return self._queue
 
-    async def _send_once(self, kind: EventKind, body: bytes, key: str) -> TrackResult:
-        # One attempt per claim: the outbox reschedules, so retries survive restarts.
-        return await self._send(kind, body, key, self._single_attempt, count=False)
+    async def _send_once(self, kind: EventKind, body: bytes, key: str, probe: bool) -> TrackResult:
+        # One attempt per claim: the outbox reschedules, so retries survive restarts. Its
+        # pump asked the breaker before claiming the row (``probe``), so no gating here.
+        return await self._send(kind, body, key, self._single_attempt, count=False, probe=probe)
 
     def _outbox_settled(self, outcome: Settle) -> None:
         if outcome.delivered:
@@ -536,7 +581,7 @@ class AsyncTaapit:
             )  # fmt: skip
 
     async def _send_in_background(self, kind: EventKind, body: bytes, key: str) -> TrackResult:
-        return await self._send(kind, body, key, self._background_retry)
+        return await self._send(kind, body, key, self._background_retry, gated=True)
 
     def _background_done(self, delivery: Delivery, result: TrackResult) -> None:
         code = result.error.code if result.error is not None else None
@@ -566,11 +611,21 @@ class AsyncTaapit:
         retry: RetryPolicy | None = None,
         *,
         count: bool = True,
+        gated: bool = False,
+        probe: bool = False,
     ) -> TrackResult:
+        """Send with retries; ``gated`` (background) attempts wait for the breaker.
+
+        A background event's deadline starts with its first attempt: while the breaker holds
+        delivery back, queued events wait rather than expire. ``probe`` says the caller
+        already holds the breaker's probe for the first attempt.
+        """
         retry = retry or self._settings.retry
         url = self._urls[kind]
         headers = {"Idempotency-Key": key}
         loop = asyncio.get_running_loop()
+        if gated:
+            probe = await self._breaker.admit()
         deadline_at = loop.time() + retry.deadline
         attempts = 0
         status: int | None = None
@@ -579,7 +634,7 @@ class AsyncTaapit:
             async with asyncio.timeout_at(deadline_at):
                 while True:
                     attempts += 1
-                    status, outcome = await self._attempt(kind, url, headers, body)
+                    status, outcome = await self._attempt(kind, url, headers, body, probe)
                     if not isinstance(outcome, APIError):
                         logger.debug(
                             "taapit %s accepted (HTTP %s, attempt %d, idempotency key %s)",
@@ -603,6 +658,7 @@ class AsyncTaapit:
                         kind, attempts, error, wait,
                     )  # fmt: skip
                     await _sleep(wait)
+                    probe = await self._breaker.admit() if gated else False
         except TimeoutError:
             error = APITimeoutError(
                 f"no reply within the call's deadline of {retry.deadline:g}s "
@@ -623,20 +679,33 @@ class AsyncTaapit:
         return result
 
     async def _attempt(
-        self, kind: EventKind, url: str, headers: dict[str, str], body: bytes
+        self, kind: EventKind, url: str, headers: dict[str, str], body: bytes, probe: bool
     ) -> tuple[int | None, str | APIError | None]:
-        """Make one HTTP attempt: the status and the event id, or the error it stands for."""
+        """Make one HTTP attempt: the status and the event id, or the error it stands for.
+
+        Its outcome goes to the breaker; ``probe`` says the breaker let it out as its probe.
+        """
         try:
             async with self._gate:
                 reply = await self._transport.post(url, headers, body)
         except APIError as exc:
+            self._breaker.record(healthy=not exc.retryable, probe=probe)
             return None, exc
         except Exception as exc:  # never raise into the caller
+            self._breaker.release(probe)  # our bug says nothing about Taapit's health
             logger.exception("taapit %s: unexpected error while sending", kind)
             return None, InternalError(f"unexpected {type(exc).__name__} while sending")
+        except BaseException:  # cancelled: no outcome to learn from
+            self._breaker.release(probe)
+            raise
         outcome = _read_reply(reply)
         if isinstance(outcome, APIError):
             outcome.retry_after = parse_retry_after(reply.retry_after)
+            self._breaker.record(
+                healthy=not outcome.retryable, probe=probe, pause=outcome.retry_after
+            )
+        else:
+            self._breaker.record(healthy=True, probe=probe)
         return reply.status, outcome
 
 
@@ -671,6 +740,13 @@ def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
     return value
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    seconds = _seconds(name, value)
+    if seconds == 0:
+        raise ConfigurationError(f"{name} must be more than 0 seconds, not {value!r}")
+    return seconds
 
 
 def _seconds(name: str, value: object) -> float:

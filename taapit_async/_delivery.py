@@ -17,6 +17,7 @@ from typing import Final
 
 import attrs
 
+from ._breaker import CircuitBreaker
 from ._errors import APIError, InOutboxError, QueueFullError, ShutdownError
 from ._models import EventKind, TrackResult
 from ._outbox import ClaimedRow, Outbox, OutboxError, Settle
@@ -226,7 +227,8 @@ class BackgroundQueue:
 #: Seconds between two looks at the outbox when nothing is due (other processes may add).
 OUTBOX_POLL_SECONDS: Final = 1.0
 
-SendOnce = Callable[[EventKind, bytes, str], Awaitable[TrackResult]]
+# kind, body, idempotency key, and whether the attempt is the breaker's probe.
+SendOnce = Callable[[EventKind, bytes, str, bool], Awaitable[TrackResult]]
 
 
 class OutboxQueue:
@@ -241,6 +243,7 @@ class OutboxQueue:
         outbox: Outbox,
         send_once: SendOnce,
         *,
+        breaker: CircuitBreaker,
         concurrency: int,
         backoff: Callable[[int], float],
         retry_after_max: float,
@@ -249,6 +252,7 @@ class OutboxQueue:
     ) -> None:
         self.outbox = outbox
         self._send_once = send_once
+        self._breaker = breaker
         self._concurrency = concurrency
         self._backoff = backoff
         self._retry_after_max = retry_after_max
@@ -259,17 +263,23 @@ class OutboxQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pump_task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
 
     def __len__(self) -> int:
         return len(self._local)
 
     async def start(self) -> None:
         """Open the file and start delivering whatever is pending in it."""
-        if self._pump_task is None:
-            await self.outbox.open()
-            self._pump_task = asyncio.get_running_loop().create_task(
-                self._pump(), name="taapit-outbox-pump"
-            )
+        if self._pump_task is not None:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:  # concurrent first calls start one pump, not several
+            if self._pump_task is None:
+                await self.outbox.open()
+                self._pump_task = asyncio.get_running_loop().create_task(
+                    self._pump(), name="taapit-outbox-pump"
+                )
 
     async def submit(self, kind: EventKind, body: bytes, key: str) -> tuple[Delivery, bool]:
         """Commit an event to the file; return its handle and whether it was committed."""
@@ -290,15 +300,28 @@ class OutboxQueue:
 
     async def _pump(self) -> None:
         while True:
+            # The breaker is consulted before claiming, never after: no lease is held while
+            # delivery is paused. One row goes as the probe; after an outage the ramp sets
+            # how many rows a second go out.
+            breaker = self._breaker
+            await breaker.wait_ready()
+            probe = breaker.take_probe()
+            limit = 1 if probe else breaker.ramp_allowance(self._concurrency * 4)
             try:
-                rows = await self.outbox.claim(self._concurrency * 4)
+                rows = await self.outbox.claim(limit)
                 if rows:
-                    await self._deliver(rows)
+                    pace = 0.0 if probe else breaker.ramp_take(len(rows))
+                    sends_probe, probe = probe, False  # the send records the probe's outcome
+                    await self._deliver(rows, probe=sends_probe)
+                    if pace > 0:
+                        await asyncio.sleep(pace)
                     continue
                 due = await self.outbox.next_due()
             except OutboxError:
                 logger.exception("taapit: the outbox failed; retrying in %gs", OUTBOX_POLL_SECONDS)
                 due = None
+            finally:
+                breaker.release(probe)  # a probe with no row to send
             wait = OUTBOX_POLL_SECONDS if due is None else due - time.time()
             self._wake.clear()
             if wait > 0:
@@ -306,9 +329,9 @@ class OutboxQueue:
                     async with asyncio.timeout(min(wait, OUTBOX_POLL_SECONDS)):
                         await self._wake.wait()
 
-    async def _deliver(self, rows: list[ClaimedRow]) -> None:
+    async def _deliver(self, rows: list[ClaimedRow], *, probe: bool) -> None:
         results = await asyncio.gather(
-            *(self._send_once(row.kind, row.body, row.idempotency_key) for row in rows)  # type: ignore[arg-type]
+            *(self._send_once(row.kind, row.body, row.idempotency_key, probe) for row in rows)  # type: ignore[arg-type]
         )
         outcomes = [self._decide(row, result) for row, result in zip(rows, results, strict=True)]
         await self.outbox.settle(outcomes)

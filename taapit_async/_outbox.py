@@ -31,7 +31,7 @@ import attrs
 from ._errors import ConfigurationError, ErrorCode, TaapitError
 
 __all__ = [
-    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_OUTBOX_LEASE",
     "DEFAULT_OUTBOX_MAX_AGE",
     "DEFAULT_OUTBOX_MAX_ATTEMPTS",
     "ClaimedRow",
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Seconds a process holds a claimed row before others may take it over.
-DEFAULT_LEASE_SECONDS: Final = 30.0
+DEFAULT_OUTBOX_LEASE: Final = 30.0
 #: Attempts (over all processes) before a row is moved to the dead letters.
 DEFAULT_OUTBOX_MAX_ATTEMPTS: Final = 20
 #: Seconds after which an undelivered row is moved to the dead letters (7 days).
@@ -144,7 +144,7 @@ class Outbox:
         self,
         path: str | os.PathLike[str],
         *,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        lease_seconds: float = DEFAULT_OUTBOX_LEASE,
         max_attempts: int = DEFAULT_OUTBOX_MAX_ATTEMPTS,
         max_age: float = DEFAULT_OUTBOX_MAX_AGE,
     ) -> None:

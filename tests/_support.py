@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from taapit_async import AsyncTaapit
+from taapit_async.testing import FakeTaapit
 
 API_KEY = "taapit_sk_test_0123456789abcdef"
 BASE_URL = "https://track.taap.it"
@@ -17,3 +20,15 @@ def make_client(**options: Any) -> AsyncTaapit:
     options.setdefault("backoff_base", 0.001)
     options.setdefault("backoff_max", 0.002)
     return AsyncTaapit(API_KEY, **options)
+
+
+def fake_client(fake: FakeTaapit, **options: Any) -> AsyncTaapit:
+    """A client talking to an in-process fake, with tiny backoff (override with options)."""
+    options.setdefault("backoff_base", 0.001)
+    options.setdefault("backoff_max", 0.002)
+    return AsyncTaapit(
+        fake.api_key,
+        base_url="http://taapit.localhost",
+        http_client=httpx.AsyncClient(transport=fake.transport()),
+        **options,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 
 from taapit_async import (
@@ -20,17 +19,14 @@ from taapit_async import (
 )
 from taapit_async.testing import FakeTaapit
 
+from ._support import fake_client
+
 TID = "rLnWe1uz9t282v7g"
 
 
 def client_for(fake: FakeTaapit, **options: Any) -> AsyncTaapit:
     options.setdefault("backoff_base", 0)
-    return AsyncTaapit(
-        fake.api_key,
-        base_url="http://taapit.localhost",
-        http_client=httpx.AsyncClient(transport=fake.transport()),
-        **options,
-    )
+    return fake_client(fake, **options)
 
 
 async def test_a_background_lead_is_queued_then_delivered() -> None:

@@ -12,26 +12,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from taapit_async import AsyncTaapit, ErrorCode
 from taapit_async._outbox import OutboxError
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
 
+from ._support import fake_client
+
 TID = "rLnWe1uz9t282v7g"
 
 
 def client_for(fake: FakeTaapit, outbox: Path, **options: Any) -> AsyncTaapit:
-    options.setdefault("backoff_base", 0.001)
-    options.setdefault("backoff_max", 0.002)
-    return AsyncTaapit(
-        fake.api_key,
-        base_url="http://taapit.localhost",
-        http_client=httpx.AsyncClient(transport=fake.transport()),
-        outbox=outbox,
-        **options,
-    )
+    return fake_client(fake, outbox=outbox, **options)
 
 
 async def wait_until(condition: Callable[[], bool], *, seconds: float) -> None:
@@ -96,10 +89,7 @@ async def test_the_attempt_budget_sends_retryable_failures_to_the_dead_letters(
     fake = FakeTaapit()
     fake.fail_next(100, status=503)
     path = tmp_path / "o.sqlite3"
-    taapit = client_for(fake, path)
-    assert taapit._outbox is not None
-    taapit._outbox.max_attempts = 3
-    async with taapit:
+    async with client_for(fake, path, outbox_max_attempts=3) as taapit:
         delivery = await taapit.background.lead(tracking_id=TID, customer={"external_id": "u"})
         result = await delivery.result()
     assert result.error is not None
@@ -166,8 +156,8 @@ CHILD = textwrap.dedent(
     async def main(path, url):
         # Taapit is unreachable for this process: every event stays pending on disk.
         async with AsyncTaapit("taapit_sk_test", base_url=url, outbox=path,
-                               timeout=0.2, backoff_base=1, backoff_max=1) as taapit:
-            taapit._outbox.lease_seconds = 1.0  # the test waits for it to expire
+                               timeout=0.2, backoff_base=1, backoff_max=1,
+                               outbox_lease=1.0) as taapit:  # the test waits for the lease
             i = 0
             while True:
                 await taapit.background.lead(
