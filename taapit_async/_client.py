@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import httpx
 
@@ -89,6 +89,23 @@ _MAX_SERVER_TEXT: Final = 200
 
 # Indirection so tests can observe the waits between retries without sleeping.
 _sleep = asyncio.sleep
+
+
+class _ForkState:
+    """Counts the forks this process came out of as a child (see ``AsyncTaapit``)."""
+
+    generation = 0
+    # What a client left behind at a fork: the parent still uses these sockets, SQLite
+    # connection and tasks, so the child must neither use nor close nor collect them
+    # (collecting a SQLite connection closes it, which may checkpoint the parent's WAL).
+    inherited: ClassVar[list[object]] = []
+
+
+def _after_fork_in_child() -> None:
+    _ForkState.generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Track:
@@ -354,22 +371,13 @@ class AsyncTaapit:
             ),
             max_in_flight=max_in_flight,
         )
-        headers = {
-            "Authorization": f"Bearer {self._settings.api_key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": user_agent(),
-        }
-        self._transport: Transport = HttpxTransport(
-            http_client,
-            headers=headers,
-            timeout=self._settings.timeout,
-            max_connections=self._settings.max_in_flight,
-            http2=http2,
-        )
+        self._user_client = http_client
+        self._http2 = http2
+        self._transport: Transport = self._new_transport()
         # Our own gate in front of the pool: waiting here is O(1), while httpcore's pool
         # rescans every queued request each time a connection frees up.
         self._gate = asyncio.Semaphore(self._settings.max_in_flight)
+        self._fork_generation = _ForkState.generation
         self._urls: Final[dict[EventKind, str]] = {
             "lead": self._settings.lead_url,
             "sale": self._settings.sale_url,
@@ -404,6 +412,55 @@ class AsyncTaapit:
         self._closed = False
         self.track = Track(self)
         self.background = Background(self)
+
+    def _new_transport(self) -> Transport:
+        headers = {
+            "Authorization": f"Bearer {self._settings.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": user_agent(),
+        }
+        return HttpxTransport(
+            self._user_client,
+            headers=headers,
+            timeout=self._settings.timeout,
+            max_connections=self._settings.max_in_flight,
+            http2=self._http2,
+        )
+
+    def _forked(self) -> bool:
+        """True in a child process of a fork made after this client was created.
+
+        The first time, the client leaves the parent's connections, queue and outbox
+        connection alone (the parent still uses them; events the parent queued are the
+        parent's to send) and builds fresh ones for this process.
+        """
+        if self._fork_generation == _ForkState.generation:
+            return False
+        self._fork_generation = _ForkState.generation
+        _ForkState.inherited.append((self._transport, self._queue, self._outbox))
+        if self._user_client is not None:
+            return True  # not ours to rebuild: _check_usable says what to do
+        self._transport = self._new_transport()
+        self._gate = asyncio.Semaphore(self._settings.max_in_flight)
+        self._queue = None
+        if self._outbox is not None:
+            self._outbox = self._outbox.reopened()
+        breaker = self._breaker
+        self._breaker = CircuitBreaker(
+            threshold=breaker.threshold,
+            cooldown=breaker.cooldown,
+            recovery_rate=breaker.recovery_rate,
+        )
+        self._counts = _Counts()
+        self._loop = None
+        logger.info(
+            "taapit: process %d was forked from its parent after this client was created; "
+            "it now has its own connections (create clients in each worker's lifespan to "
+            "avoid this)",
+            os.getpid(),
+        )
+        return True
 
     def __repr__(self) -> str:
         # The key is never shown, not even in part.
@@ -463,6 +520,7 @@ class AsyncTaapit:
         Returns:
             True when the queue drained, False when the timeout came first.
         """
+        self._forked()
         if self._queue is None:
             return True
         return await self._queue.flush(timeout)
@@ -477,6 +535,8 @@ class AsyncTaapit:
         if self._closed:
             return
         self._closed = True
+        if self._forked() and self._user_client is not None:
+            return  # the parent's connections: not this process's to close
         if self._queue is not None:
             abandoned = await self._queue.aclose(self._drain_timeout)
             if abandoned:
@@ -488,6 +548,13 @@ class AsyncTaapit:
         await self._transport.aclose()
 
     def _check_usable(self) -> None:
+        if self._forked() and self._user_client is not None:
+            raise ClientStateError(
+                "this AsyncTaapit client was created before the process forked, with your own "
+                "http_client, whose connections the parent still uses: create the client (and "
+                "its http_client) in each worker process, e.g. in the app's lifespan",
+                code=ErrorCode.FORKED,
+            )
         if self._closed:
             raise ClientClosedError(
                 "this AsyncTaapit client is closed: create a new one, or keep one open for "
@@ -550,6 +617,7 @@ class AsyncTaapit:
                     concurrency=self._settings.max_in_flight,
                     backoff=retry.backoff,
                     retry_after_max=retry.retry_after_max,
+                    send_grace=self._single_attempt.deadline,
                     on_result=self._background_done,
                     on_settled=self._outbox_settled,
                 )

@@ -18,7 +18,7 @@ from typing import Final
 import attrs
 
 from ._breaker import CircuitBreaker
-from ._errors import APIError, InOutboxError, QueueFullError, ShutdownError
+from ._errors import APIError, ErrorCode, InOutboxError, QueueFullError, ShutdownError
 from ._models import EventKind, TrackResult
 from ._outbox import ClaimedRow, Outbox, OutboxError, Settle
 
@@ -247,6 +247,7 @@ class OutboxQueue:
         concurrency: int,
         backoff: Callable[[int], float],
         retry_after_max: float,
+        send_grace: float,
         on_result: Callable[[Delivery, TrackResult], None],
         on_settled: Callable[[Settle], None],
     ) -> None:
@@ -256,6 +257,9 @@ class OutboxQueue:
         self._concurrency = concurrency
         self._backoff = backoff
         self._retry_after_max = retry_after_max
+        self._send_grace = send_grace
+        self._stopping = False
+        self._sending = False
         self._on_result = on_result
         self._on_settled = on_settled
         self._local: dict[int, Delivery] = {}
@@ -299,12 +303,17 @@ class OutboxQueue:
         return delivery, True
 
     async def _pump(self) -> None:
-        while True:
+        while not self._stopping:
             # The breaker is consulted before claiming, never after: no lease is held while
             # delivery is paused. One row goes as the probe; after an outage the ramp sets
             # how many rows a second go out.
             breaker = self._breaker
-            await breaker.wait_ready()
+            try:
+                async with asyncio.timeout(OUTBOX_POLL_SECONDS):
+                    await breaker.wait_ready()
+            except TimeoutError:  # paused: meanwhile, learn what other processes sent
+                await self._resolve_settled_elsewhere()
+                continue
             probe = breaker.take_probe()
             limit = 1 if probe else breaker.ramp_allowance(self._concurrency * 4)
             try:
@@ -312,10 +321,15 @@ class OutboxQueue:
                 if rows:
                     pace = 0.0 if probe else breaker.ramp_take(len(rows))
                     sends_probe, probe = probe, False  # the send records the probe's outcome
-                    await self._deliver(rows, probe=sends_probe)
+                    self._sending = True
+                    try:
+                        await self._deliver(rows, probe=sends_probe)
+                    finally:
+                        self._sending = False
                     if pace > 0:
                         await asyncio.sleep(pace)
                     continue
+                await self._resolve_settled_elsewhere()
                 due = await self.outbox.next_due()
             except OutboxError:
                 logger.exception("taapit: the outbox failed; retrying in %gs", OUTBOX_POLL_SECONDS)
@@ -329,6 +343,39 @@ class OutboxQueue:
                     async with asyncio.timeout(min(wait, OUTBOX_POLL_SECONDS)):
                         await self._wake.wait()
 
+    async def _resolve_settled_elsewhere(self) -> None:
+        # Another process sharing the file may have sent (or dead-lettered) rows this one
+        # committed; their handles must still resolve.
+        if not self._local:
+            return
+        try:
+            gone = await self.outbox.settled_elsewhere(list(self._local))
+        except OutboxError:
+            logger.exception("taapit: cannot read the outbox; will look again")
+            return
+        for row_id, dead_reason in gone.items():
+            delivery = self._local.pop(row_id)
+            error = None
+            if dead_reason is not None:
+                error = APIError(
+                    f"{delivery.kind} dead-lettered by another process sharing the outbox: "
+                    f"{dead_reason}",
+                    code=ErrorCode.DEAD_LETTER,
+                )
+            self._settle_delivery(
+                delivery,
+                TrackResult(
+                    success=error is None, error=error, idempotency_key=delivery.idempotency_key
+                ),
+            )
+        if not self._local:
+            self._idle.set()
+
+    def _settle_delivery(self, delivery: Delivery, result: TrackResult) -> None:
+        if not delivery.done():
+            delivery._future.set_result(result)
+            self._on_result(delivery, result)
+
     async def _deliver(self, rows: list[ClaimedRow], *, probe: bool) -> None:
         results = await asyncio.gather(
             *(self._send_once(row.kind, row.body, row.idempotency_key, probe) for row in rows)  # type: ignore[arg-type]
@@ -339,9 +386,8 @@ class OutboxQueue:
             self._on_settled(outcome)
             final = outcome.delivered or outcome.retry_at is None
             delivery = self._local.pop(outcome.row.id, None) if final else None
-            if delivery is not None and not delivery.done():
-                delivery._future.set_result(result)
-                self._on_result(delivery, result)
+            if delivery is not None:
+                self._settle_delivery(delivery, result)
         if not self._local:
             self._idle.set()
 
@@ -375,10 +421,16 @@ class OutboxQueue:
         Returns 0: no event is abandoned, the rest waits in the file.
         """
         await self.flush(timeout)
-        if self._pump_task is not None:
-            self._pump_task.cancel()
+        self._stopping = True
+        pump = self._pump_task
+        if pump is not None:
+            if self._sending:
+                # Let the batch on the wire finish and settle: cancelling it would release
+                # rows Taapit may have recorded, and another process would send them again.
+                await asyncio.wait({pump}, timeout=self._send_grace)
+            pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pump_task
+                await pump
         left = list(self._local.values())
         self._local.clear()
         for delivery in left:
@@ -390,8 +442,7 @@ class OutboxQueue:
                 ),
                 idempotency_key=delivery.idempotency_key,
             )
-            delivery._future.set_result(result)
-            self._on_result(delivery, result)
+            self._settle_delivery(delivery, result)
         await self.outbox.close()
         if left:
             logger.info(

@@ -164,6 +164,15 @@ class Outbox:
         self._writing = False
         self._lock = threading.Lock()
 
+    def reopened(self) -> Outbox:
+        """A new handle on the same file with the same options (for a forked child)."""
+        return Outbox(
+            self.path,
+            lease_seconds=self.lease_seconds,
+            max_attempts=self.max_attempts,
+            max_age=self.max_age,
+        )
+
     # --- running SQL on the outbox thread ------------------------------------------------
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -245,6 +254,14 @@ class Outbox:
         """Delete delivered rows, reschedule or dead-letter the others, in one transaction."""
         await self._run(lambda db: _settle(db, outcomes))
 
+    async def settled_elsewhere(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """Which of these rows another process settled: None if sent, else the dead letter's error.
+
+        Rows still in the queue are left out of the answer.
+        """
+        wanted = list(ids)
+        return await self._run(lambda db: _settled_elsewhere(db, wanted))
+
     async def next_due(self) -> float | None:
         """When the soonest unleased row is due (epoch seconds), or None if none is."""
         return await self._run(_next_due)
@@ -318,6 +335,23 @@ def _settle(db: sqlite3.Connection, outcomes: Sequence[Settle]) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _settled_elsewhere(db: sqlite3.Connection, ids: list[int]) -> dict[int, str | None]:
+    gone: dict[int, str | None] = {}
+    for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))  # placeholders only: the ids are bound
+        in_events = f"SELECT id FROM events WHERE id IN ({marks})"  # noqa: S608
+        in_dead = f"SELECT id, last_error FROM dead_letters WHERE id IN ({marks})"  # noqa: S608
+        pending = {row_id for (row_id,) in db.execute(in_events, chunk)}
+        dead = dict(db.execute(in_dead, chunk))
+        for row_id in chunk:
+            if row_id in dead:
+                gone[row_id] = dead[row_id] or "dead-lettered"
+            elif row_id not in pending:
+                gone[row_id] = None
+    return gone
 
 
 def _next_due(db: sqlite3.Connection) -> float | None:

@@ -248,3 +248,42 @@ async def test_two_processes_share_one_outbox_without_double_sends(
     assert rows(path) == 0
     assert sorted(keys) == sorted(f"k{i}" for i in range(200))
     assert max(server.fake.attempts(k) for k in keys) == 1  # nobody sent a row twice
+
+
+async def test_handles_resolve_when_another_process_sent_or_dead_lettered_the_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    paused = FakeTaapit()
+    paused.set_fault_rates(rate_limit_rate=1.0, retry_after="60")  # this one waits a minute
+    healthy = FakeTaapit()
+    healthy.fail_next(1, status=400)  # the first row it sends becomes a dead letter
+    async with client_for(paused, path) as waiting:
+        deliveries = [
+            await waiting.background.lead(
+                tracking_id=TID, customer={"external_id": f"u{i}"}, idempotency_key=f"k{i}"
+            )
+            for i in range(5)
+        ]
+        assert waiting._outbox is not None
+        for _ in range(500):  # until the 429 is settled: its row is due in a minute
+            await asyncio.sleep(0.01)
+            status = await waiting._outbox.status()
+            if paused.stats()["requests"] and not status.leased:
+                break
+        assert waiting._breaker.state == "open"  # paused by Retry-After: it sends nothing
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE events SET next_attempt_at = 0")
+        async with client_for(healthy, path, max_in_flight=1):  # another process
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if not rows(path):
+                    break
+        assert await waiting.flush(5)  # learnt from the file, not from its own sends
+        results = [await delivery.result() for delivery in deliveries]
+    assert sum(result.success for result in results) == 4
+    (dead,) = [result.error for result in results if not result.success]
+    assert dead is not None
+    assert dead.code == ErrorCode.DEAD_LETTER
+    assert "another process" in dead.message
+    assert len(healthy.leads) == 4

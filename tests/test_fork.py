@@ -1,0 +1,107 @@
+"""A client created before a fork: the child gets its own connections, queue and outbox.
+
+Each scenario runs in a subprocess that forks for real while its event loop is running, its
+pool holds a live keep-alive connection and its background queue holds events, against the
+fake API served by uvicorn on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taapit_async import AsyncTaapit, ClientStateError, ErrorCode
+from taapit_async.testing import FakeTaapitServer
+
+pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+
+TID = "rLnWe1uz9t282v7g"
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, sys, threading
+    from taapit_async import AsyncTaapit
+
+    url, key, outbox = sys.argv[1], sys.argv[2], sys.argv[3] or None
+
+    def lead(taapit, key, background=False):
+        send = taapit.background if background else taapit.track
+        return send.lead(tracking_id="t1", customer={"external_id": key}, idempotency_key=key)
+
+    async def child(taapit):
+        assert (await lead(taapit, "child-awaited")).success
+        deliveries = [await lead(taapit, f"child-bg-{i}", True) for i in range(5)]
+        results = [await d.result() for d in deliveries]
+        assert all(r.success for r in results), results
+        assert taapit.stats.queued == 5, taapit.stats  # the child's own counters
+        await taapit.aclose()
+
+    async def main():
+        taapit = AsyncTaapit(key, base_url=url, outbox=outbox)
+        assert (await lead(taapit, "parent-before")).success  # a live pooled connection
+        deliveries = [await lead(taapit, f"parent-bg-{i}", True) for i in range(20)]
+        pid = os.fork()
+        if pid == 0:
+            # The child's main thread is inside the parent's running loop: a new thread
+            # runs a new loop, as a pre-fork worker's would.
+            outcome = []
+            thread = threading.Thread(target=lambda: outcome.append(asyncio.run(child(taapit))))
+            thread.start()
+            thread.join()
+            os._exit(0 if outcome else 1)
+        results = [await d.result() for d in deliveries]
+        assert all(r.success for r in results), results
+        assert (await lead(taapit, "parent-after")).success
+        await taapit.aclose()
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeTaapitServer]:
+    with FakeTaapitServer() as running:
+        yield running
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("durable", [False, True], ids=["in-memory", "outbox"])
+async def test_a_forked_child_sends_its_own_events_and_never_the_parents(
+    server: FakeTaapitServer, tmp_path: Path, durable: bool
+) -> None:
+    server.fake.latency = 0.02  # the parent's background events are still queued at the fork
+    outbox = str(tmp_path / "outbox.sqlite3") if durable else ""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SCRIPT, server.url, server.fake.api_key, outbox,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    keys = [event.idempotency_key or "" for event in server.fake.leads]
+    expected = [
+        "parent-before",
+        "parent-after",
+        "child-awaited",
+        *(f"parent-bg-{i}" for i in range(20)),
+        *(f"child-bg-{i}" for i in range(5)),
+    ]
+    assert sorted(keys) == sorted(expected)  # nothing lost
+    assert {key: server.fake.attempts(key) for key in keys} == dict.fromkeys(keys, 1)  # none twice
+
+
+async def test_a_users_own_http_client_across_a_fork_is_refused_plainly() -> None:
+    taapit = AsyncTaapit("taapit_sk_test", http_client=httpx.AsyncClient())
+    taapit._fork_generation -= 1  # as if created before the fork this process came from
+    with pytest.raises(ClientStateError, match="before the process forked") as caught:
+        await taapit.track.lead(tracking_id=TID, customer={"external_id": "u"})
+    assert caught.value.code == ErrorCode.FORKED
+    await taapit.aclose()  # leaves the parent's connections alone
