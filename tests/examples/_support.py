@@ -7,9 +7,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi_shop import ShopSettings, create_app
+
+from taapit_async.testing import FakeTaapitServer
 
 TID = "rLnWe1uz9t282v7g"
 WAIT = 10.0  # seconds background delivery may take before a test gives up
@@ -34,6 +38,22 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(WAIT)
+
+
+@contextlib.contextmanager
+def shop_and_taapit(outbox: Path, **settings: Any) -> Iterator[tuple[str, FakeTaapitServer]]:
+    """The fake Taapit API and the FastAPI shop, both under uvicorn: the shop's URL, the fake."""
+    with FakeTaapitServer() as taapit:
+        shop = create_app(
+            ShopSettings(
+                taapit_api_key=taapit.fake.api_key,
+                taapit_base_url=taapit.url,
+                outbox_path=outbox,
+                **settings,
+            )
+        )
+        with serve(shop) as url:
+            yield url, taapit
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:

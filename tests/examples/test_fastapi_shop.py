@@ -14,10 +14,10 @@ from asgi_lifespan import LifespanManager
 from fastapi_shop import ShopSettings, create_app
 from fastapi_shop.fake_stripe import FakeStripe
 
-from taapit_async.testing import FakeTaapit, FakeTaapitServer
+from taapit_async.testing import FakeTaapit
 from taapit_async.webhooks import sign_stripe_payload
 
-from ._support import TID, eventually, serve
+from ._support import TID, eventually, shop_and_taapit
 
 SECRET = "whsec_test_for_the_tests"
 
@@ -200,22 +200,12 @@ async def test_the_shop_under_uvicorn_attributes_the_journey_to_the_deeplink(
     tmp_path: Path,
 ) -> None:
     """Both servers real: the webhook arrives over TCP, cookies travel as a browser's do."""
-    with FakeTaapitServer() as taapit:
-        settings = ShopSettings(
-            taapit_api_key=taapit.fake.api_key,
-            taapit_base_url=taapit.url,
-            outbox_path=tmp_path / "outbox.sqlite3",
-            webhook_secret=SECRET,
-        )
-        with serve(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, follow_redirects=True) as browser:
-                await browser.get(f"/?ta_tid={TID}")
-                await browser.post("/signup", data={"email": "ed@example.com"})
-                confirmation = await buy(browser)
-                assert "Payment confirmed" in confirmation.text
-                await eventually(lambda: len(taapit.fake.events) == 2, "a lead and a sale")
-        assert [(e.kind, e.tracking_id) for e in taapit.fake.events] == [
-            ("lead", TID),
-            ("sale", TID),
-        ]
-        assert taapit.fake.sales[0].amount == Decimal("29.00")
+    with shop_and_taapit(tmp_path / "outbox.sqlite3", webhook_secret=SECRET) as (url, taapit):
+        async with httpx.AsyncClient(base_url=url, follow_redirects=True) as browser:
+            await browser.get(f"/?ta_tid={TID}")
+            await browser.post("/signup", data={"email": "ed@example.com"})
+            confirmation = await buy(browser)
+            assert "Payment confirmed" in confirmation.text
+            await eventually(lambda: len(taapit.fake.events) == 2, "a lead and a sale")
+    assert [(e.kind, e.tracking_id) for e in taapit.fake.events] == [("lead", TID), ("sale", TID)]
+    assert taapit.fake.sales[0].amount == Decimal("29.00")
