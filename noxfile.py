@@ -46,6 +46,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The fault soak at full size: 10,000 events through 503s, drops and 429 bursts."""
+    install_groups(session, "test")
+    session.run(
+        "pytest", "tests/test_soak.py", "-p", "no:cacheprovider", *session.posargs,
+        env={"TAAPIT_SOAK_EVENTS": "10000"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The one-command demo: a fake Taapit on 127.0.0.1, a lead, a sale, a retried sale."""
     session.install("-e", ".[server]")

@@ -195,12 +195,9 @@ class CircuitBreaker:
                 self._close()
             return
         self._failures += 1
-        if probe:
-            self._open(self._next_cooldown)
-            self._next_cooldown = min(self._next_cooldown * 2, BREAKER_COOLDOWN_MAX)
-        elif pause is not None and pause > 0:
-            self._open(pause)
-        elif self._failures >= self.threshold and self._open_until is None:
+        if pause is not None and pause > 0:
+            self._open(pause)  # the server said when: no guessing, no doubling
+        elif probe or (self._failures >= self.threshold and self._open_until is None):
             self._open(self._next_cooldown)
             self._next_cooldown = min(self._next_cooldown * 2, BREAKER_COOLDOWN_MAX)
 
