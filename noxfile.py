@@ -46,6 +46,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """The real-browser test: Playwright drives Debian's chromium (apt-get install chromium)."""
+    install_groups(session, "test")
+    session.run(
+        "pytest", "tests/examples/test_browser.py", "-p", "no:cacheprovider", *session.posargs,
+        env={"TAAPIT_REQUIRE_BROWSER": "1"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
     """The fault soak at full size: 10,000 events through 503s, drops and 429 bursts."""
     install_groups(session, "test")
