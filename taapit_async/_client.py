@@ -484,10 +484,22 @@ class AsyncTaapit:
         return self._closed
 
     async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Get ready now rather than on the first call (``async with`` does this).
+
+        With an ``outbox``, the file is opened (a bad path fails here, at startup) and the
+        events it holds from earlier runs start going out. Safe to repeat.
+
+        Raises:
+            OutboxError: The outbox file cannot be opened or created.
+            ClientClosedError: The client is closed.
+        """
         self._check_usable()
         if self._outbox is not None:
             await self._background_queue().start()  # type: ignore[union-attr]
-        return self
 
     async def __aexit__(
         self,

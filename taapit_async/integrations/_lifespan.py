@@ -23,6 +23,9 @@ def taapit_lifespan(
 ) -> Callable[[AppT], contextlib.AbstractAsyncContextManager[dict[str, Any]]]:
     """Return a lifespan that opens a client at startup and closes it at shutdown.
 
+    At shutdown the client drains its background queue within its ``drain_timeout``; with
+    an outbox, what is not delivered by then stays in the file for the next start.
+
     The client is put in lifespan state under ``"taapit_client"``, where
     ``TaapitMiddleware``, ``Tracker`` and ``TaapitClient`` find it.
 
@@ -42,6 +45,9 @@ def taapit_lifespan(
         owned = not isinstance(client, AsyncTaapit)
         taapit = client if isinstance(client, AsyncTaapit) else (client or AsyncTaapit)()
         try:
+            # Opens an outbox at startup: a bad path fails the app's startup, and events a
+            # previous run left in the file go out without waiting for a new one.
+            await taapit.start()
             if lifespan is None:
                 yield {CLIENT_STATE_KEY: taapit}
             else:
