@@ -665,7 +665,7 @@ class AsyncTaapit:
 
     def _background_done(self, delivery: Delivery, result: TrackResult) -> None:
         code = result.error.code if result.error is not None else None
-        if code in {ErrorCode.QUEUE_FULL, ErrorCode.SHUTDOWN}:
+        if code in {ErrorCode.QUEUE_FULL, ErrorCode.SHUTDOWN, ErrorCode.OUTBOX_ERROR}:
             self._counts.dropped += 1
             logger.warning("taapit %s dropped: %s", delivery.kind, result.error)
         if self._on_result is not None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -46,6 +47,9 @@ DEFAULT_OUTBOX_LEASE: Final = 30.0
 DEFAULT_OUTBOX_MAX_ATTEMPTS: Final = 20
 #: Seconds after which an undelivered row is moved to the dead letters (7 days).
 DEFAULT_OUTBOX_MAX_AGE: Final = 7 * 24 * 3600.0
+
+#: Seconds a write waits for another process's lock before it fails with ``OutboxError``.
+BUSY_TIMEOUT = 10.0
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -74,6 +78,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 T = TypeVar("T")
+
+logger: Final = logging.getLogger("taapit_async")
 
 
 class OutboxError(TaapitError, OSError):
@@ -114,9 +120,25 @@ class Settle:
     retry_at: float | None = None  # None with delivered=False: dead letter
 
 
+def _hint(exc: sqlite3.Error) -> str:
+    text = str(exc).lower()
+    if "full" in text or "disk i/o" in text:
+        return (
+            " (the disk refused a write: out of space, a file size limit or a failing disk;"
+            " events already committed stay in the file)"
+        )
+    if "locked" in text or "busy" in text:
+        return " (another process holds the file's write lock for too long)"
+    if "readonly" in text or "read-only" in text:
+        return " (the file or its directory is not writable by this process)"
+    return ""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+        )
         # WAL lets readers (other processes, the CLI) run beside the writer; FULL makes a
         # commit durable across a power cut, not only a process crash.
         db.execute("PRAGMA journal_mode=WAL")
@@ -185,8 +207,8 @@ class Outbox:
         try:
             return work(self._db)
         except sqlite3.Error as exc:
-            # Locked past the busy timeout, disk full, read-only: say what and where.
-            raise OutboxError(f"outbox {str(self.path)!r}: {exc}") from exc
+            # Locked past the busy timeout, disk full, read-only: say what, where, and what to do.
+            raise OutboxError(f"outbox {str(self.path)!r}: {exc}{_hint(exc)}") from exc
 
     async def open(self) -> None:
         """Open (or create) the file now, so that a bad path fails at startup."""
@@ -197,16 +219,24 @@ class Outbox:
         owner = self.owner
 
         def release(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE events SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
-                (owner,),
-            )
-            db.close()
+            try:
+                db.execute(
+                    "UPDATE events SET lease_owner = NULL, lease_until = NULL"
+                    " WHERE lease_owner = ?",
+                    (owner,),
+                )
+            finally:
+                db.close()
 
-        if self._db is not None:
-            await self._run(release)
+        try:
+            if self._db is not None:
+                await self._run(release)
+        except OutboxError as exc:
+            # Closing must not fail a shutdown: unreleased leases simply expire.
+            logger.warning("taapit: %s; its leases expire in %gs", exc, self.lease_seconds)
+        finally:
             self._db = None
-        self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=True)
 
     # --- group commit ----------------------------------------------------------------------
 
@@ -271,11 +301,27 @@ class Outbox:
         return await self._run(read_status)
 
 
+@contextlib.contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error unless SQLite already did.
+
+    After a full disk or an I/O error SQLite may roll back by itself; a second ROLLBACK
+    would then replace the real error with "no transaction is active".
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _insert(db: sqlite3.Connection, rows: list[tuple[str, str, bytes]]) -> list[int]:
     now = time.time()
     ids: list[int] = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_transaction(db):
         for kind, key, body in rows:
             cursor = db.execute(
                 "INSERT INTO events (kind, idempotency_key, body, created_at, next_attempt_at)"
@@ -283,17 +329,12 @@ def _insert(db: sqlite3.Connection, rows: list[tuple[str, str, bytes]]) -> list[
                 (kind, key, body, now, now),
             )
             ids.append(int(cursor.lastrowid or 0))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return ids
 
 
 def _claim(db: sqlite3.Connection, owner: str, lease: float, limit: int) -> list[ClaimedRow]:
     now = time.time()
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_transaction(db):
         rows = db.execute(
             "UPDATE events SET lease_owner = ?, lease_until = ? WHERE id IN ("
             " SELECT id FROM events WHERE next_attempt_at <= ?"
@@ -301,17 +342,12 @@ def _claim(db: sqlite3.Connection, owner: str, lease: float, limit: int) -> list
             " RETURNING id, kind, idempotency_key, body, attempts, created_at",
             (owner, now + lease, now, now, limit),
         ).fetchall()
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return sorted((ClaimedRow(*row) for row in rows), key=lambda r: r.id)
 
 
 def _settle(db: sqlite3.Connection, outcomes: Sequence[Settle]) -> None:
     now = time.time()
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_transaction(db):
         for outcome in outcomes:
             row = outcome.row
             if outcome.delivered:
@@ -331,10 +367,6 @@ def _settle(db: sqlite3.Connection, outcomes: Sequence[Settle]) -> None:
                     (now, outcome.error, row.id),
                 )
                 db.execute("DELETE FROM events WHERE id = ?", (row.id,))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _settled_elsewhere(db: sqlite3.Connection, ids: list[int]) -> dict[int, str | None]:

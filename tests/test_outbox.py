@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from taapit_async import AsyncTaapit, ErrorCode
+from taapit_async import AsyncTaapit, ErrorCode, _outbox
 from taapit_async._outbox import OutboxError
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
 
@@ -287,3 +287,110 @@ async def test_handles_resolve_when_another_process_sent_or_dead_lettered_the_ro
     assert dead.code == ErrorCode.DEAD_LETTER
     assert "another process" in dead.message
     assert len(healthy.leads) == 4
+
+
+# --- a locked file, a full disk -------------------------------------------------------------
+
+
+async def test_a_file_locked_by_another_writer_is_a_clear_error_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_outbox, "BUSY_TIMEOUT", 0.2)  # not the 10 s an app would wait
+    path = tmp_path / "locked.sqlite3"
+    fake = FakeTaapit()
+    async with client_for(fake, path) as taapit:
+        first = await taapit.background.lead(tracking_id=TID, customer={"external_id": "u0"})
+        assert (await first.result()).success
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        try:
+            refused = await taapit.background.lead(tracking_id=TID, customer={"external_id": "u1"})
+            result = await refused.result()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert result.error is not None
+        assert result.error.code == ErrorCode.OUTBOX_ERROR
+        assert "database is locked" in result.error.message
+        assert "another process holds" in result.error.message
+        assert str(path) in result.error.message
+        assert taapit.stats.dropped == 1  # counted, and logged
+        # Once the lock is gone the outbox works again.
+        later = await taapit.background.lead(tracking_id=TID, customer={"external_id": "u2"})
+        assert (await later.result()).success
+    assert [e.customer.external_id for e in fake.leads] == ["u0", "u2"]
+
+
+FULL_DISK = textwrap.dedent(
+    """
+    import asyncio, resource, sys
+    from taapit_async import AsyncTaapit
+
+    async def main(path, limit):
+        # Taapit is unreachable, so every committed event stays in the file.
+        async with AsyncTaapit("taapit_sk_test", base_url="http://127.0.0.1:9", outbox=path,
+                               timeout=0.2, breaker_cooldown=60) as taapit:
+            # A real size limit: past it, writes fail with EFBIG (CPython ignores SIGXFSZ).
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            accepted, errors = 0, []
+            for i in range(10_000):
+                delivery = await taapit.background.lead(
+                    tracking_id="t1", customer={"external_id": f"user-{i}"},
+                    metadata={"padding": "x" * 1000}, idempotency_key=f"k{i}")
+                if delivery.done():
+                    errors.append((await delivery.result()).error)
+                    if len(errors) == 3:
+                        break
+                else:
+                    accepted += 1
+            print(accepted, taapit.stats.dropped, flush=True)
+            for error in errors:
+                print(error.code, error.message, flush=True)
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics checked on Linux")
+async def test_a_full_disk_refuses_new_events_clearly_and_keeps_every_accepted_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FULL_DISK, str(path), str(1024 * 1024),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0, err.decode()
+    first, *errors = out.decode().splitlines()
+    accepted, dropped = map(int, first.split())
+    assert accepted > 20  # the limit was reached by real writes, not at once
+    assert dropped == 3
+    for line in errors:
+        assert line.startswith("outbox_error ")
+        assert str(path) in line
+        # SQLite's own words (EFBIG is an I/O error to it, ENOSPC "disk is full"), not those
+        # of a later failure, and what it means for the events.
+        assert "disk I/O error" in line or "database or disk is full" in line
+        assert "events already committed stay in the file" in line
+    # Every event whose call returned a pending handle is on disk: none silently lost.
+    assert rows(path) == accepted
+
+
+async def test_closing_while_another_writer_holds_the_lock_does_not_fail_the_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_outbox, "BUSY_TIMEOUT", 0.2)
+    path = tmp_path / "outbox.sqlite3"
+    taapit = client_for(FakeTaapit(), path)
+    await taapit.start()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        await taapit.aclose()  # its leases cannot be released now: they will expire
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "leases expire" in caplog.text
+    assert taapit.closed
