@@ -67,9 +67,15 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The one-command demo: a fake Taapit on 127.0.0.1, a lead, a sale, a retried sale."""
-    session.install("-e", ".[server]")
-    session.run("python", "examples/demo.py", *session.posargs)
+    """The one-command demo: the example shop and a fake Taapit on 127.0.0.1, one visitor.
+
+    ``nox -s demo -- --keep-running`` leaves both servers up to click around.
+    """
+    # The shop is a FastAPI app with HTML forms (python-multipart); both run under uvicorn.
+    session.install("-e", ".[server,fastapi]", "python-multipart>=0.0.9")
+    # On Ctrl-C nox interrupts the demo, then terminates it after interrupt_timeout: long
+    # enough here for the demo to stop both servers and remove its temporary outbox.
+    session.run("python", "examples/demo.py", *session.posargs, interrupt_timeout=10)
 
 
 @nox.session(python=PYTHON)

@@ -22,6 +22,9 @@ Run it against the fake Taapit API, with no account and no network::
 then open http://127.0.0.1:8000/?ta_tid=rLnWe1uz9t282v7g, and
 http://127.0.0.1:8787/_fake/ for what the fake recorded. It needs
 ``pip install 'taapit-async[fastapi,server]' python-multipart``.
+
+Or both at once, on free ports, after the demo's visitor went through:
+``python3 -m nox -s demo -- --keep-running`` (see ``examples/demo.py`` and ``servers.py``).
 """
 
 from __future__ import annotations

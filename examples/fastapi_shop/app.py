@@ -1,5 +1,7 @@
 """The shop: landing page, sign-up (form and JSON), checkout, Stripe webhook, confirmation.
 
+And ``/healthz``, with the Taapit client's delivery counters.
+
 ``create_app(settings)`` builds the app; ``uvicorn --factory fastapi_shop.app:create_app``
 runs it with settings from the environment (see `ShopSettings.from_env`).
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import attrs
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -271,6 +274,16 @@ async def confirmation(order_id: str, shop: ShopDep) -> str:
         paid=order.paid,
         sale_queued=order.sale_queued,
     )
+
+
+@router.get("/healthz")
+async def healthz(taapit: TaapitClient) -> dict[str, Any]:
+    """Liveness, with the Taapit client's delivery counters.
+
+    ``in_queue`` counts this process's background events not yet delivered or given up:
+    an outbox that backs up (Taapit down, say) shows here. The demo waits on it.
+    """
+    return {"status": "ok", "taapit": attrs.asdict(taapit.stats)}
 
 
 def create_app(
