@@ -25,6 +25,7 @@ import argparse
 import io
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -227,12 +228,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def keep_running(landing: str, taapit: str) -> None:
-    """Keep both servers up until Ctrl-C."""
-    print("\nBoth servers keep running. Open in a browser:")
-    say(f"the example shop:      {landing}")
-    say(f"the fake Taapit API:   {taapit}/_fake/")
-    print("Press Ctrl-C to stop.", flush=True)
+    """Keep both servers up until Ctrl-C (or SIGTERM)."""
+    # SIGTERM stops the demo as Ctrl-C does, so that both servers shut down and the
+    # temporary outbox is removed (nox sends it when Ctrl-C is not enough).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        print("\nBoth servers keep running. Open in a browser:")
+        say(f"the example shop:      {landing}")
+        say(f"the fake Taapit API:   {taapit}/_fake/")
+        print("Press Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
