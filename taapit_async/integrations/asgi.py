@@ -187,7 +187,8 @@ class TaapitMiddleware:
         # The HTTP path lives here, not in a method of its own: one coroutine frame less per
         # request, a measurable share of what the middleware costs.
         cookie_id, content_type, declared_length = _scan_headers(scope["headers"])
-        query_id = from_query(scope.get("query_string", b""))
+        query_string = scope.get("query_string")
+        query_id = from_query(query_string) if query_string else None
         method = scope["method"]
 
         tracking_id: str | None

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from taapit_async import AsyncTaapit
 from taapit_async._models import is_valid_tracking_id
-from taapit_async.integrations._extract import body_kind, from_json
+from taapit_async.integrations._extract import body_kind, from_cookie_header, from_json
 from taapit_async.integrations.asgi import Message, Receive, Scope, Send, TaapitMiddleware
 
 TID = "rLnWe1uz9t282v7g"
@@ -106,6 +106,52 @@ def test_a_body_nested_too_deep_has_no_id_instead_of_raising(prefix: bytes) -> N
     body += b"]" * 30_000 + b"}"
 
     assert from_json(body) is None
+
+
+def reference_cookie(header: bytes) -> str | None:
+    """What ``from_cookie_header`` means: the first ``ta_tid`` pair decides, checked as text."""
+    start = header.find(b"ta_tid=")
+    while start >= 0:
+        if start == 0 or header[start - 1] in b"; \t":
+            end = header.find(b";", start)
+            value = header[start + 7 : end if end >= 0 else None].strip()
+            if len(value) >= 2 and value[:1] == value[-1:] == b'"':
+                value = value[1:-1]
+            text = value.decode("latin-1")
+            return text if is_valid_tracking_id(text) else None
+        start = header.find(b"ta_tid=", start + 1)
+    return None
+
+
+cookie_values = (
+    st.binary(max_size=12)
+    | st.just(TID.encode())
+    | st.text("ab_-9Z", min_size=120, max_size=130).map(str.encode)
+    | st.sampled_from([b"", b'""', b'"' + TID.encode() + b'"', b'"' + TID.encode(), b" a "])
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["ta_tid", "xta_tid", "session", "TA_TID"]), cookie_values),
+        max_size=4,
+    ),
+    separator=st.sampled_from([b"; ", b";", b"; \t", b" "]),
+)
+def test_from_cookie_header_applies_the_id_rule_exactly(
+    pairs: list[tuple[str, bytes]], separator: bytes
+) -> None:
+    header = separator.join(name.encode() + b"=" + value for name, value in pairs)
+
+    assert from_cookie_header(header) == reference_cookie(header)
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_every_byte_value_is_judged_as_the_text_rule_judges_it(byte: int) -> None:
+    header = b"ta_tid=ab" + bytes([byte]) + b"cd"
+
+    assert from_cookie_header(header) == reference_cookie(header)
 
 
 @pytest.mark.parametrize(
