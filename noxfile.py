@@ -71,8 +71,9 @@ def demo(session: nox.Session) -> None:
 
     ``nox -s demo -- --keep-running`` leaves both servers up to click around.
     """
-    # The shop is a FastAPI app with HTML forms (python-multipart); both run under uvicorn.
-    session.install("-e", ".[server,fastapi]", "python-multipart>=0.0.9")
+    # The shop is a FastAPI app (its extra brings python-multipart for the HTML forms);
+    # the shop and the fake API both run under uvicorn.
+    session.install("-e", ".[server,fastapi]")
     # On Ctrl-C nox interrupts the demo, then terminates it after interrupt_timeout: long
     # enough here for the demo to stop both servers and remove its temporary outbox.
     session.run("python", "examples/demo.py", *session.posargs, interrupt_timeout=10)
