@@ -499,6 +499,8 @@ def summarize_alternate(runs: dict[str, list[dict[str, float]]]) -> dict[str, fl
     out = {f"{kind}_{key}": statistics.median(each(kind, key)) for kind in runs for key in keys}
     losses = [1 - w / b for b, w in zip(each("bare", "rps"), each("wrapped", "rps"), strict=True)]
     out["loss_q1"], out["loss"], out["loss_q3"] = quartiles(losses)
+    cpu = zip(each("bare", "cpu_us"), each("wrapped", "cpu_us"), strict=True)
+    out["cpu_extra"] = statistics.median(w / b - 1 for b, w in cpu)
     out["others_max"] = max(each("bare", "others_pct") + each("wrapped", "others_pct"))
     out["failed"] = sum(r["failed"] for kind in runs for r in runs[kind])
     return out
@@ -576,18 +578,19 @@ def run_served(args: argparse.Namespace) -> tuple[dict[str, float], bool]:
     print("Alternating (one server loaded at a time):")
     print_table(
         ["case", "bare req/s", "with req/s", "loss", "loss IQR", "bare CPU µs/req",
-         "with CPU µs/req", "server CPU %", "loadgen CPU %", "others' CPU %"],
+         "with CPU µs/req", "CPU/req", "server CPU %", "loadgen CPU %", "others' CPU %"],
         [[case, f"{a['bare_rps']:,.0f}", f"{a['wrapped_rps']:,.0f}", f"{a['loss']:.1%}",
           f"{a['loss_q1']:.1%}..{a['loss_q3']:.1%}", f"{a['bare_cpu_us']:.1f}",
-          f"{a['wrapped_cpu_us']:.1f}", f"{a['bare_server_pct']:.0f}/{a['wrapped_server_pct']:.0f}",
+          f"{a['wrapped_cpu_us']:.1f}", f"{a['cpu_extra']:+.1%}",
+          f"{a['bare_server_pct']:.0f}/{a['wrapped_server_pct']:.0f}",
           f"{a['bare_load_pct']:.0f}/{a['wrapped_load_pct']:.0f}",
           f"{a['bare_others_pct']:.0f}/{a['wrapped_others_pct']:.0f}"]
          for case, a in alternate.items()],
     )  # fmt: skip
     print(
         "loss: median of the per-pair losses of req/s, IQR their interquartile range; "
-        "CPU µs/req: the server process's CPU time per request; CPU %: bare/wrapped, "
-        "medians, % of one core."
+        "CPU µs/req: the server process's CPU time per request (CPU/req: median of the "
+        "per-pair ratios); CPU %: bare/wrapped, medians, % of one core."
     )
     if together:
         print("\nSide by side (both loaded at once, sharing one core):")
