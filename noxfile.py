@@ -87,6 +87,20 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_middleware(session: nox.Session) -> None:
+    """A bare Starlette app against the same app behind TaapitMiddleware, under uvicorn."""
+    install_groups(session, "bench", extras="[starlette,server]")
+    session.run("python", "benchmarks/bench_middleware.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_delivery(session: nox.Session) -> None:
+    """Background and outbox enqueue cost, outbox throughput and drain, memory."""
+    install_groups(session, "bench", extras="[server]")
+    session.run("python", "benchmarks/bench_delivery.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def build(session: nox.Session) -> None:
     """Build the sdist and wheel, then run the tests against the installed wheel."""
     out = session.create_tmp()
