@@ -207,10 +207,12 @@ class TaapitMiddleware:
                 source = None
 
         tracker = RequestTracker(tracking_id, source, self._find_client(scope))
+        # A copy per request: some servers (and asgi-lifespan in tests) hand every request
+        # the lifespan's own state dict, where concurrent requests would swap trackers.
         state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        state[TRACKER_STATE_KEY] = tracker
+        scope["state"] = (
+            {**state, TRACKER_STATE_KEY: tracker} if state else {TRACKER_STATE_KEY: tracker}
+        )
 
         if (
             self._set_cookie

@@ -286,6 +286,30 @@ async def test_concurrent_requests_never_mix_trackers() -> None:
     assert seen == {f"/{i}": f"id_{i}" for i in range(200)}
 
 
+async def test_requests_sharing_one_lifespan_state_dict_keep_their_own_trackers() -> None:
+    shared: dict[str, Any] = {"db": "the app's own state"}  # as asgi-lifespan hands it out
+    seen: dict[str, str | None] = {}
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.001 * (int(scope["path"][1:]) % 5))
+        seen[scope["path"]] = scope["state"]["taapit"].tracking_id
+        assert scope["state"]["db"] == "the app's own state"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = TaapitMiddleware(app)
+
+    async def one(i: int) -> None:
+        scope = http_scope(method="GET", query=f"ta_tid=id_{i}")
+        scope["path"] = f"/{i}"
+        scope["state"] = shared
+        await run(middleware, scope, messages_for([b""]))
+
+    await asyncio.gather(*(one(i) for i in range(50)))
+    assert seen == {f"/{i}": f"id_{i}" for i in range(50)}
+    assert shared == {"db": "the app's own state"}  # the lifespan's dict is left alone
+
+
 # --- transparency ---------------------------------------------------------------------
 
 content_types = st.sampled_from(
