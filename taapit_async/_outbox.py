@@ -79,6 +79,24 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 T = TypeVar("T")
 
+# Held while SQL runs on an outbox thread, and taken by os.fork() before it forks: a fork
+# in the middle of a SQLite call would leave SQLite's own mutexes locked forever in the
+# child, whose first outbox call would then hang. One lock for every outbox of the process
+# (they rarely number more than one); uncontended, it costs nothing next to a statement.
+_SQL_GUARD: Final = threading.Lock()
+
+
+def _release_sql_guard() -> None:
+    if _SQL_GUARD.locked():
+        _SQL_GUARD.release()
+
+
+os.register_at_fork(
+    before=_SQL_GUARD.acquire,
+    after_in_parent=_release_sql_guard,
+    after_in_child=_release_sql_guard,
+)
+
 logger: Final = logging.getLogger("taapit_async")
 
 
@@ -184,7 +202,6 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[str, str, bytes, asyncio.Future[int]]] = []
         self._writing = False
-        self._lock = threading.Lock()
 
     def reopened(self) -> Outbox:
         """A new handle on the same file with the same options (for a forked child)."""
@@ -202,10 +219,11 @@ class Outbox:
         return await loop.run_in_executor(self._executor, self._call, work)
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._db is None:
-            self._db = _connect(self.path)
         try:
-            return work(self._db)
+            with _SQL_GUARD:
+                if self._db is None:
+                    self._db = _connect(self.path)
+                return work(self._db)
         except sqlite3.Error as exc:
             # Locked past the busy timeout, disk full, read-only: say what, where, and what to do.
             raise OutboxError(f"outbox {str(self.path)!r}: {exc}{_hint(exc)}") from exc

@@ -25,8 +25,10 @@ TID = "rLnWe1uz9t282v7g"
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, os, sys, threading
+    import asyncio, faulthandler, os, sys, threading
     from taapit_async import AsyncTaapit
+
+    faulthandler.dump_traceback_later(45, exit=True)  # a hang shows its stacks, not silence
 
     url, key, outbox = sys.argv[1], sys.argv[2], sys.argv[3] or None
 
@@ -48,6 +50,7 @@ SCRIPT = textwrap.dedent(
         deliveries = [await lead(taapit, f"parent-bg-{i}", True) for i in range(20)]
         pid = os.fork()
         if pid == 0:
+            faulthandler.dump_traceback_later(45, exit=True)  # the watchdog did not fork
             # The child's main thread is inside the parent's running loop: a new thread
             # runs a new loop, as a pre-fork worker's would.
             outcome = []
@@ -84,7 +87,12 @@ async def test_a_forked_child_sends_its_own_events_and_never_the_parents(
         sys.executable, "-c", SCRIPT, server.url, server.fake.api_key, outbox,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:  # hung: do not leave it behind for the next tests
+            process.kill()
+            await process.wait()
     assert process.returncode == 0, stderr.decode()
     keys = [event.idempotency_key or "" for event in server.fake.leads]
     expected = [
