@@ -28,8 +28,6 @@ SCRIPT = textwrap.dedent(
     import asyncio, faulthandler, os, sys, threading
     from taapit_async import AsyncTaapit
 
-    faulthandler.dump_traceback_later(45, exit=True)  # a hang shows its stacks, not silence
-
     url, key, outbox = sys.argv[1], sys.argv[2], sys.argv[3] or None
 
     def lead(taapit, key, background=False):
@@ -50,7 +48,9 @@ SCRIPT = textwrap.dedent(
         deliveries = [await lead(taapit, f"parent-bg-{i}", True) for i in range(20)]
         pid = os.fork()
         if pid == 0:
-            faulthandler.dump_traceback_later(45, exit=True)  # the watchdog did not fork
+            # A hang in the child shows its stacks. (Armed only here: a watchdog armed
+            # before the fork would deadlock the child when re-armed.)
+            faulthandler.dump_traceback_later(45, exit=True)
             # The child's main thread is inside the parent's running loop: a new thread
             # runs a new loop, as a pre-fork worker's would.
             outcome = []
