@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 
 from taapit_async import AsyncTaapit
 from taapit_async.testing import FakeTaapit
@@ -32,3 +35,12 @@ def fake_client(fake: FakeTaapit, **options: Any) -> AsyncTaapit:
         http_client=httpx.AsyncClient(transport=fake.transport()),
         **options,
     )
+
+
+@contextlib.asynccontextmanager
+async def served_in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an ASGI app's lifespan and yield an httpx client that calls it in-process."""
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
+            yield http

@@ -17,6 +17,7 @@ from taapit_async import AsyncTaapit, ConfigurationError, ErrorCode
 from taapit_async.integrations.asgi import TaapitMiddleware
 from taapit_async.integrations.fastapi import TaapitClient, Tracker, taapit_lifespan
 from taapit_async.testing import FakeTaapit
+from tests._support import served_in_process
 
 TID = "rLnWe1uz9t282v7g"
 OTHER = "Other_click-42"
@@ -74,12 +75,7 @@ def build_app(fake: FakeTaapit, *, middleware: bool) -> FastAPI:
     return app
 
 
-@contextlib.asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
-            yield http
+running = served_in_process
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from taapit_async import Delivery, ErrorCode, TrackResult
 from taapit_async.integrations.fastapi import Tracker, taapit_lifespan
 from taapit_async.testing import FakeTaapit
-from tests._support import fake_client
+from tests._support import fake_client, served_in_process
 
 TID = "rLnWe1uz9t282v7g"
 
@@ -39,11 +39,10 @@ def shop(fake: FakeTaapit, deliveries: list[Delivery], **options: Any) -> FastAP
 
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
-            http.cookies.set("ta_tid", TID)
-            yield http
+    """The app in-process, for a visitor who came through a Taapit link (the cookie)."""
+    async with served_in_process(app) as http:
+        http.cookies.set("ta_tid", TID)
+        yield http
 
 
 async def sign_up(http: httpx.AsyncClient, users: range) -> None:

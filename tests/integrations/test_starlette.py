@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 import uvicorn
-from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from taapit_async import AsyncTaapit
 from taapit_async.integrations.asgi import TaapitMiddleware
 from taapit_async.integrations.starlette import get_client, get_tracker, taapit_lifespan
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
+from tests._support import served_in_process
 
 TID = "rLnWe1uz9t282v7g"
 
@@ -83,10 +83,8 @@ def build_app(
 async def test_a_starlette_form_signup_is_tracked_in_process() -> None:
     fake = FakeTaapit()
     app = build_app(fake=fake)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
-            reply = await http.post(f"/signup?ta_tid={TID}", data={"email": "a@b.c"})
+    async with served_in_process(app) as http:
+        reply = await http.post(f"/signup?ta_tid={TID}", data={"email": "a@b.c"})
     assert reply.json() == {"tracked": True, "source": "query"}
     assert fake.leads[0].tracking_id == TID
 
@@ -98,10 +96,8 @@ async def test_get_client_returns_the_lifespan_client() -> None:
         return JSONResponse({"same": get_client(request) is client})
 
     app = Starlette(routes=[Route("/", home)], lifespan=taapit_lifespan(client=client))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
-            assert (await http.get("/")).json() == {"same": True}
+    async with served_in_process(app) as http:
+        assert (await http.get("/")).json() == {"same": True}
 
 
 def free_port() -> int:
