@@ -1,12 +1,16 @@
 """The one boundary between the SDK and whatever carries the bytes.
 
 The rest of the SDK sends a body and gets a status, a ``Retry-After`` and a body back; it
-never sees an httpx type. httpx errors are translated here and nowhere else.
+never sees an httpx or aiohttp type. httpx errors are translated here and nowhere else;
+the optional aiohttp transport (``_aiohttp``) implements the same `Transport` protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 import attrs
@@ -14,7 +18,7 @@ import httpx
 
 from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError
 
-__all__ = ["HTTPReply", "HttpxTransport", "Transport"]
+__all__ = ["HTTPReply", "HttpxTransport", "Transport", "ssl_context"]
 
 
 @attrs.frozen
@@ -40,8 +44,90 @@ class Transport(Protocol):
         """Release the connections this transport owns (never a user's own client)."""
 
 
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """The TLS settings of every connection the SDK opens, built once per process.
+
+    httpx's own defaults (certifi's CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), so
+    every transport trusts exactly the same servers; building one costs milliseconds.
+    """
+    return httpx.create_ssl_context()
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A shard's response body that hands the shard back when the body is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class ShardedPool(httpx.AsyncBaseTransport):
+    """Many one-connection httpx pools, each request taking an idle one.
+
+    httpcore's pool walks all of its connections and queued requests under a lock for
+    every request, so its cost per request grows with the pool: at 32 in flight a single
+    pool of 32 spent several times the CPU of a pool of 8 (see the README's Performance).
+    A pool of one connection has nothing to walk. The SDK's gate admits at most ``size``
+    requests at once, so an idle shard is always there; beyond that, a request joins the
+    least busy shard's queue rather than failing.
+    """
+
+    def __init__(self, size: int, *, verify: ssl.SSLContext) -> None:
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self._shards = [httpx.AsyncHTTPTransport(verify=verify, limits=one) for _ in range(size)]
+        self._busy = dict.fromkeys(range(size), 0)
+        # A stack, so a low request rate keeps reusing the same warm connections.
+        self._idle = list(range(size - 1, -1, -1))
+
+    def _take(self) -> int:
+        index = self._idle.pop() if self._idle else min(self._busy, key=self._busy.__getitem__)
+        self._busy[index] += 1
+        return index
+
+    def _give_back(self, index: int) -> None:
+        self._busy[index] -= 1
+        if self._busy[index] == 0:
+            self._idle.append(index)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` on an idle shard; the shard is busy until the body is closed."""
+        index = self._take()
+        try:
+            response = await self._shards[index].handle_async_request(request)
+        except BaseException:
+            self._give_back(index)
+            raise
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)  # an async transport's body
+        response.stream = _ReleasingStream(stream, functools.partial(self._give_back, index))
+        return response
+
+    async def aclose(self) -> None:
+        """Close every shard's connection."""
+        for shard in self._shards:
+            await shard.aclose()
+
+
+def _proxy_from_environment() -> bool:
+    """True when ``HTTP(S)_PROXY``/``ALL_PROXY`` is set: httpx then routes through it."""
+    return any(scheme != "no" for scheme in urllib.request.getproxies())
+
+
 class HttpxTransport:
-    """The default transport: one ``httpx.AsyncClient`` connection pool.
+    """The default transport: httpx, with a pool tuned for this SDK.
 
     Args:
         client: A user's own client, which is used as is and never closed; None to build
@@ -52,6 +138,10 @@ class HttpxTransport:
         timeout: Seconds allowed for each of connect, write, read and pool wait.
         max_connections: Pool size of the client built here.
         http2: Negotiate HTTP/2 (needs the ``h2`` package: ``taapit-async[http2]``).
+
+    The client built here spreads HTTP/1.1 requests over a `ShardedPool`. With HTTP/2 (one
+    connection carries every request) or a proxy from the environment (which a custom
+    httpx transport would bypass) it keeps httpx's own pool.
     """
 
     def __init__(
@@ -70,17 +160,25 @@ class HttpxTransport:
         self._timeout = None if client is None else httpx.Timeout(timeout)
         # A user's client keeps its own defaults; ours are then sent with each request.
         self._headers = None if client is None else dict(headers)
-        self._client = client or httpx.AsyncClient(
-            headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-            ),
-            http2=http2,
-            # A redirect is a misconfigured base_url: never follow it with the secret key.
-            follow_redirects=False,
-        )
+        #: True when requests go through a `ShardedPool`.
+        self.sharded = client is None and not http2 and not _proxy_from_environment()
+        if client is None:
+            client = httpx.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                ),
+                http2=http2,
+                verify=ssl_context(),
+                transport=(
+                    ShardedPool(max_connections, verify=ssl_context()) if self.sharded else None
+                ),
+                # A redirect is a misconfigured base_url: never follow it with the secret key.
+                follow_redirects=False,
+            )
+        self._client = client
 
     @property
     def client(self) -> httpx.AsyncClient:

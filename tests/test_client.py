@@ -7,6 +7,7 @@ import datetime as dt
 import email.utils
 import logging
 import re
+import sys
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -624,11 +625,25 @@ def test_malformed_base_urls_are_refused(url: str, message: str) -> None:
         ({"max_in_flight": 0}, "max_in_flight must be an int >= 1"),
         ({"enabled": "yes"}, "enabled must be True, False or None"),
         ({"http_client": object()}, "http_client must be an httpx.AsyncClient"),
+        ({"transport": "requests"}, "transport must be 'httpx' \\(the default\\) or 'aiohttp'"),
+        ({"transport": "aiohttp", "http2": True}, "speaks HTTP/1.1 only: drop http2=True"),
+        (
+            {"transport": "aiohttp", "http_client": httpx.AsyncClient()},
+            "http_client is an httpx client, so it needs transport='httpx'",
+        ),
     ],
 )
 def test_bad_options_are_configuration_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         AsyncTaapit(API_KEY, **options)
+
+
+def test_the_aiohttp_transport_without_aiohttp_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # import aiohttp now raises
+    with pytest.raises(ConfigurationError, match=r"pip install 'taapit-async\[aiohttp\]'"):
+        AsyncTaapit(API_KEY, transport="aiohttp")
 
 
 def test_api_key_of_the_wrong_type_is_refused() -> None:

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     import asyncio, faulthandler, os, sys, threading
     from taapit_async import AsyncTaapit
 
-    url, key, outbox = sys.argv[1], sys.argv[2], sys.argv[3] or None
+    url, key, outbox, transport = sys.argv[1], sys.argv[2], sys.argv[3] or None, sys.argv[4]
 
     def lead(taapit, key, background=False):
         send = taapit.background if background else taapit.track
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
         await taapit.aclose()
 
     async def main():
-        taapit = AsyncTaapit(key, base_url=url, outbox=outbox)
+        taapit = AsyncTaapit(key, base_url=url, outbox=outbox, transport=transport)
         assert (await lead(taapit, "parent-before")).success  # a live pooled connection
         deliveries = [await lead(taapit, f"parent-bg-{i}", True) for i in range(20)]
         pid = os.fork()
@@ -77,14 +77,18 @@ def server() -> Iterator[FakeTaapitServer]:
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("durable", [False, True], ids=["in-memory", "outbox"])
+@pytest.mark.parametrize(
+    ("durable", "transport"),
+    [(False, "httpx"), (True, "httpx"), (False, "aiohttp")],
+    ids=["in-memory", "outbox", "in-memory-aiohttp"],
+)
 async def test_a_forked_child_sends_its_own_events_and_never_the_parents(
-    server: FakeTaapitServer, tmp_path: Path, durable: bool
+    server: FakeTaapitServer, tmp_path: Path, durable: bool, transport: str
 ) -> None:
     server.fake.latency = 0.02  # the parent's background events are still queued at the fork
     outbox = str(tmp_path / "outbox.sqlite3") if durable else ""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SCRIPT, server.url, server.fake.api_key, outbox,
+        sys.executable, "-c", SCRIPT, server.url, server.fake.api_key, outbox, transport,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -86,7 +86,7 @@ def test_defaults_are_what_the_readme_documents() -> None:
     assert taapit_async.DEFAULT_BACKOFF_BASE == 0.5
     assert taapit_async.DEFAULT_BACKOFF_MAX == 8.0
     assert taapit_async.DEFAULT_RETRY_AFTER_MAX == 60.0
-    assert taapit_async.DEFAULT_MAX_IN_FLIGHT == 8
+    assert taapit_async.DEFAULT_MAX_IN_FLIGHT == 32
     assert taapit_async.DEFAULT_BASE_URL == "https://track.taap.it"
     assert taapit_async.DEFAULT_MAX_QUEUE == 10_000
     assert taapit_async.DEFAULT_BACKGROUND_MAX_RETRIES == 5

@@ -1,0 +1,546 @@
+"""One suite, every transport: the client over real TCP on 127.0.0.1.
+
+Each test runs once per transport (`TRANSPORTS`): retries, timeouts, errors, idempotency
+keys and redaction must not depend on what carries the bytes. Most talk to the fake Taapit
+API under a real uvicorn; what the fake cannot say (a redirect, a corrupt gzip body) comes
+from `ScriptedServer`, a few lines of asyncio that answer canned bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from taapit_async import APIConnectionError, AsyncTaapit, Customer, ErrorCode
+from taapit_async._transport import HttpxTransport
+from taapit_async.testing import FakeTaapit, FakeTaapitServer
+
+pytestmark = pytest.mark.server
+
+SECRET = "taapit_sk_live_do_not_log_me_8f3a2c"
+TRANSPORTS = ["httpx", "aiohttp"]
+#: Loggers each transport's library writes DEBUG records to.
+LIBRARY_LOGGERS = {"httpx": {"httpx", "httpcore"}, "aiohttp": set[str]()}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeTaapitServer]:
+    with FakeTaapitServer(FakeTaapit(api_key=SECRET)) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(server: FakeTaapitServer) -> FakeTaapit:
+    server.fake.reset()
+    server.fake.clear_faults()
+    return server.fake
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def connect(server: FakeTaapitServer, transport: str) -> Callable[..., AsyncTaapit]:
+    """Build a client on the parametrized transport (the fake's URL unless given)."""
+
+    def build(api_key: str = SECRET, **options: Any) -> AsyncTaapit:
+        options.setdefault("base_url", server.url)
+        options.setdefault("backoff_base", 0.01)
+        return AsyncTaapit(api_key, transport=transport, **options)  # type: ignore[arg-type]
+
+    return build
+
+
+async def test_a_lead_and_a_sale_reach_the_fake_over_tcp(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    async with connect() as taapit:
+        lead = await taapit.track.lead(
+            tracking_id="rLnWe1uz9t282v7g",
+            customer=Customer(external_id="user_123", email="john@example.com"),
+        )
+        sale = await taapit.track.sale(
+            customer={"external_id": "user_123"}, amount=Decimal("99.99"), currency="EUR"
+        )
+    assert lead.success
+    assert sale.success
+    assert lead.event_id == fake.leads[0].event_id
+    assert [(e.kind, e.amount, e.currency) for e in fake.events] == [
+        ("lead", None, None),
+        ("sale", Decimal("99.99"), "eur"),
+    ]
+
+
+async def test_a_server_error_is_retried_with_the_same_idempotency_key(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.fail_next(2, status=503)
+    async with connect() as taapit:
+        result = await taapit.track.lead(
+            tracking_id="t1", customer={"external_id": "u"}, idempotency_key="signup_u"
+        )
+    assert result.success
+    assert result.attempts == 3
+    assert fake.attempts("signup_u") == 3
+    assert [r.idempotency_key for r in fake.requests] == ["signup_u"] * 3
+    assert len(fake.leads) == 1
+
+
+async def test_a_reply_lost_after_recording_is_retried_and_counted_once(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.drop_next(1, after_record=True)
+    async with connect() as taapit:
+        result = await taapit.track.sale(
+            tracking_id="t1",
+            customer={"external_id": "u"},
+            amount=5,
+            currency="usd",
+            idempotency_key="order_1",
+        )
+    assert result.success
+    assert result.attempts == 2
+    assert len(fake.sales) == 1
+    assert fake.attempts("order_1") == 2
+
+
+async def test_a_dropped_connection_is_a_network_error_after_the_retries(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.drop_next(3)
+    async with connect() as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.NETWORK_ERROR
+    assert result.attempts == 3
+    assert fake.events == []
+
+
+async def test_a_refused_connection_is_a_network_error_after_the_retries(
+    connect: Callable[..., AsyncTaapit],
+) -> None:
+    async with ScriptedServer(b"") as scripted:
+        url = scripted.url
+    # The port is closed now: nothing listens there.
+    async with connect(base_url=url, max_retries=1) as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.NETWORK_ERROR
+    assert result.attempts == 2
+
+
+async def test_a_slow_reply_times_out_and_the_retry_succeeds(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.delay_next(1, seconds=2.0)
+    async with connect(timeout=0.3) as taapit:
+        result = await taapit.track.lead(
+            tracking_id="t1", customer={"external_id": "u"}, idempotency_key="slow_1"
+        )
+    assert result.success
+    assert result.attempts == 2
+    assert fake.attempts("slow_1") == 2
+
+
+async def test_replies_slower_than_the_timeout_end_as_a_timeout_error(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.delay_next(2, seconds=2.0)
+    async with connect(timeout=0.2, max_retries=1) as taapit:
+        started = time.monotonic()
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+        elapsed = time.monotonic() - started
+    assert result.error is not None
+    assert result.error.code == ErrorCode.TIMEOUT
+    assert result.attempts == 2
+    assert elapsed < 1.5  # two attempts of 0.2 s each, not the server's 2 s
+
+
+async def test_retry_after_sets_the_pause_before_the_next_attempt(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.rate_limit_next(1, retry_after="1")
+    async with connect(backoff_base=0.001, backoff_max=0.002) as taapit:
+        result = await taapit.track.lead(
+            tracking_id="t1", customer={"external_id": "u"}, idempotency_key="paced_1"
+        )
+    assert result.success
+    assert result.attempts == 2
+    # (Filtered by key: a slow request of an earlier test may still be finishing.)
+    first, second = (r.received_at for r in fake.requests if r.idempotency_key == "paced_1")
+    assert second - first >= 0.95
+
+
+async def test_a_wrong_key_is_unauthorized_and_not_retried(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    async with connect("taapit_sk_wrong") as taapit:
+        result = await taapit.track.lead(
+            tracking_id="t1", customer={"external_id": "u"}, idempotency_key="wrong_key_1"
+        )
+    assert result.error is not None
+    assert result.error.code == ErrorCode.UNAUTHORIZED
+    assert result.attempts == 1
+    assert fake.attempts("wrong_key_1") == 1
+
+
+async def test_a_rejected_event_is_an_invalid_request_and_not_retried(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    async with connect() as taapit:
+        # A sale of a customer Taapit never saw needs a tracking id: the API says 4xx.
+        result = await taapit.track.sale(
+            customer={"external_id": "nobody"},
+            amount=1,
+            currency="eur",
+            idempotency_key="unknown_customer_1",
+        )
+    assert result.error is not None
+    assert result.attempts == 1
+    assert fake.attempts("unknown_customer_1") == 1
+    assert fake.sales == []
+
+
+@pytest.mark.parametrize("status", [301, 307, 308])
+async def test_a_redirect_is_not_followed(connect: Callable[..., AsyncTaapit], status: int) -> None:
+    reply = (
+        f"HTTP/1.1 {status} Moved\r\nLocation: http://127.0.0.1:9/steal\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    async with ScriptedServer(reply) as scripted, connect(base_url=scripted.url) as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.INVALID_RESPONSE
+    assert "check base_url" in result.error.message
+    assert len(scripted.requests) == 1
+
+
+async def test_a_corrupt_compressed_reply_is_an_invalid_response(
+    connect: Callable[..., AsyncTaapit],
+) -> None:
+    reply = json_reply(b"this is not gzip at all", extra_headers=b"Content-Encoding: gzip\r\n")
+    async with ScriptedServer(reply) as scripted, connect(base_url=scripted.url) as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.INVALID_RESPONSE
+    assert len(scripted.requests) == 1
+
+
+async def test_a_compressed_reply_is_read(connect: Callable[..., AsyncTaapit]) -> None:
+    body = gzip.compress(b'{"success": true, "eventId": "evt_gz", "tracked": true}')
+    reply = json_reply(body, extra_headers=b"Content-Encoding: gzip\r\n")
+    async with ScriptedServer(reply) as scripted, connect(base_url=scripted.url) as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.success
+    assert result.event_id == "evt_gz"
+
+
+async def test_sequential_calls_reuse_one_keep_alive_connection(
+    connect: Callable[..., AsyncTaapit],
+) -> None:
+    async with ScriptedServer(OK_REPLY) as scripted:
+        async with connect(base_url=scripted.url) as taapit:
+            for i in range(10):
+                result = await taapit.track.lead(
+                    tracking_id="t1", customer={"external_id": f"u{i}"}
+                )
+                assert result.success
+        assert len(scripted.requests) == 10
+        assert scripted.connections == 1
+
+
+async def test_concurrency_is_bounded_by_max_in_flight(connect: Callable[..., AsyncTaapit]) -> None:
+    async with ScriptedServer(OK_REPLY, delay=0.05) as scripted:
+        async with connect(base_url=scripted.url, max_in_flight=3) as taapit:
+            results = await asyncio.gather(
+                *(
+                    taapit.track.lead(tracking_id="t1", customer={"external_id": f"u{i}"})
+                    for i in range(12)
+                )
+            )
+        assert all(r.success for r in results)
+        assert scripted.most_at_once == 3
+        assert scripted.connections == 3
+
+
+async def test_closing_the_client_closes_its_connections(
+    connect: Callable[..., AsyncTaapit],
+) -> None:
+    async with ScriptedServer(OK_REPLY) as scripted:
+        taapit = connect(base_url=scripted.url)
+        await asyncio.gather(
+            *(
+                taapit.track.lead(tracking_id="t1", customer={"external_id": f"u{i}"})
+                for i in range(4)
+            )
+        )
+        assert scripted.open_connections > 0
+        await taapit.aclose()
+        await scripted.wait_until_all_closed()
+
+
+async def test_background_events_are_delivered(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.fail_next(2, status=500)
+    async with connect() as taapit:
+        deliveries = [
+            await taapit.background.lead(tracking_id="t1", customer={"external_id": f"u{i}"})
+            for i in range(40)
+        ]
+        assert await taapit.flush(timeout=10)
+    results = [await d.result() for d in deliveries]
+    assert all(r.success for r in results)
+    assert len(fake.leads) == 40
+
+
+async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
+    connect: Callable[..., AsyncTaapit],
+    fake: FakeTaapit,
+    transport: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.fail_next(1, status=503)
+    fake.rate_limit_next(1, retry_after="0")
+    with caplog.at_level(logging.DEBUG):
+        async with connect() as taapit:
+            ok = await taapit.track.lead(
+                tracking_id="t1",
+                customer=Customer(external_id="u", email="jane.secret@example.com"),
+            )
+            bad = await taapit.track.sale(
+                customer={"external_id": "unknown", "email": "jane.secret@example.com"},
+                amount=1,
+                currency="eur",
+            )
+        # The reply breaks off mid-body: a transport error chained to the SDK's error.
+        cut_off = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{"
+        async with (
+            ScriptedServer(cut_off, hang_up=True) as cut,
+            connect(base_url=cut.url, max_retries=0) as taapit,
+        ):
+            broken = await taapit.track.lead(
+                tracking_id="t1",
+                customer=Customer(external_id="u", email="jane.secret@example.com"),
+            )
+    assert ok.success
+    assert bad.error is not None  # a sale of an unknown customer needs a tracking id
+    assert broken.error is not None
+    assert broken.error.code == ErrorCode.NETWORK_ERROR
+    assert {r.name.split(".")[0] for r in caplog.records} >= {"taapit_async"} | LIBRARY_LOGGERS[
+        transport
+    ]
+    everything = caplog.text + "".join(repr(r.args) for r in caplog.records)
+    everything += repr(ok) + repr(bad) + str(bad.error) + repr(broken)
+    everything += "".join(traceback.format_exception(broken.error))
+    assert broken.error.__cause__ is not None  # the transport's own error is kept
+    assert SECRET not in everything
+    assert "jane.secret@example.com" not in everything
+
+
+async def test_every_transport_sends_the_same_request() -> None:
+    seen: dict[str, bytes] = {}
+    for name in TRANSPORTS:
+        async with ScriptedServer(OK_REPLY) as scripted:
+            async with AsyncTaapit(SECRET, base_url=scripted.url, transport=name) as taapit:  # type: ignore[arg-type]
+                await taapit.track.lead(
+                    tracking_id="t1", customer={"external_id": "u"}, idempotency_key="k1"
+                )
+            seen[name] = scripted.requests[0]
+
+    def parse(raw: bytes) -> tuple[str, dict[str, str], bytes]:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        start, *lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        return start, {k.lower(): v for k, v in headers.items()}, body
+
+    requests = {name: parse(raw) for name, raw in seen.items()}
+    first = requests[TRANSPORTS[0]]
+    for name, (start, headers, body) in requests.items():
+        assert start == "POST /api/events/lead HTTP/1.1", name
+        assert body == first[2], name
+        assert headers["authorization"] == f"Bearer {SECRET}", name
+        assert headers["content-type"] == "application/json", name
+        assert headers["accept"] == "application/json", name
+        assert headers["idempotency-key"] == "k1", name
+        assert headers["user-agent"].startswith("taapit-async/"), name
+        assert headers["content-length"] == str(len(body)), name
+        # Only the transport's own bookkeeping may differ.
+        shared = set(headers) - {"accept-encoding", "connection"}
+        assert shared == set(first[1]) - {"accept-encoding", "connection"}, name
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+async def test_a_proxy_from_the_environment_is_used(
+    connect: Callable[..., AsyncTaapit], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    async with ScriptedServer(OK_REPLY) as proxy:
+        monkeypatch.setenv(variable, proxy.url)
+        async with connect(base_url="http://localhost:9") as taapit:
+            result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.success
+    # A proxy gets the absolute URL in the request line.
+    assert proxy.requests[0].startswith(b"POST http://localhost:9/api/events/lead HTTP/1.1")
+
+
+# -- the default httpx pool -------------------------------------------------------------
+
+
+def httpx_transport(**options: Any) -> HttpxTransport:
+    options.setdefault("client", None)
+    options.setdefault("headers", {"Content-Type": "application/json"})
+    options.setdefault("timeout", 5.0)
+    options.setdefault("max_connections", 2)
+    return HttpxTransport(**options)
+
+
+async def test_more_requests_than_shards_share_the_least_busy_ones() -> None:
+    transport = httpx_transport(max_connections=2)
+    assert transport.sharded
+    async with ScriptedServer(OK_REPLY, delay=0.05) as scripted:
+        replies = await asyncio.gather(
+            *(transport.post(f"{scripted.url}/api/events/lead", {}, b"{}") for _ in range(7))
+        )
+        await transport.aclose()
+    assert [r.status for r in replies] == [200] * 7
+    assert scripted.connections == 2
+    assert scripted.most_at_once == 2
+
+
+async def test_a_failed_request_gives_its_shard_back() -> None:
+    transport = httpx_transport(max_connections=1)
+    async with ScriptedServer(b"") as refusing:
+        with pytest.raises(APIConnectionError):
+            await transport.post(f"{refusing.url}/api/events/lead", {}, b"{}")
+    async with ScriptedServer(OK_REPLY) as scripted:
+        reply = await transport.post(f"{scripted.url}/api/events/lead", {}, b"{}")
+    await transport.aclose()
+    assert reply.status == 200
+    assert scripted.connections == 1
+
+
+def test_http2_and_environment_proxies_keep_httpxs_own_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not httpx_transport(http2=True).sharded
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert not httpx_transport().sharded
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("NO_PROXY", "*")  # no proxy at all: only where not to use one
+    assert httpx_transport().sharded
+
+
+async def test_http2_still_talks_to_an_http1_server(server: FakeTaapitServer) -> None:
+    async with AsyncTaapit(SECRET, base_url=server.url, http2=True) as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.success
+
+
+# -- a server that answers canned bytes ---------------------------------------------------
+
+
+def json_reply(body: bytes, *, extra_headers: bytes = b"") -> bytes:
+    """A complete HTTP/1.1 200 reply carrying ``body``."""
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (extra_headers, len(body), body)
+    )
+
+
+OK_REPLY = json_reply(b'{"success": true, "eventId": "evt_1", "tracked": true}')
+
+
+class ScriptedServer:
+    """An HTTP/1.1 server on 127.0.0.1 that answers every request with the same bytes.
+
+    It records each request's raw bytes and counts connections, so a test sees what the
+    client put on the wire and how it used its pool. ``delay`` holds each reply back;
+    ``hang_up`` closes the connection after each reply; an empty reply closes it at once.
+    """
+
+    def __init__(self, reply: bytes, *, delay: float = 0.0, hang_up: bool = False) -> None:
+        self.reply = reply
+        self.delay = delay
+        self.hang_up = hang_up
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.open_connections = 0
+        self.most_at_once = 0
+        self._busy = 0
+        self._server: asyncio.Server | None = None
+        self._closed = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def __aenter__(self) -> ScriptedServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 1)
+
+    async def wait_until_all_closed(self, timeout: float = 5.0) -> None:
+        """Return once the client has closed every connection it opened."""
+        async with asyncio.timeout(timeout):
+            while self.open_connections:
+                self._closed.clear()
+                await self._closed.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_connections += 1
+        try:
+            async for raw in _requests(reader):
+                self.requests.append(raw)
+                self._busy += 1
+                self.most_at_once = max(self.most_at_once, self._busy)
+                try:
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    if not self.reply:
+                        break
+                    writer.write(self.reply)
+                    await writer.drain()
+                    if self.hang_up:
+                        break
+                finally:
+                    self._busy -= 1
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open_connections -= 1
+            self._closed.set()
+            writer.close()
+
+
+async def _requests(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each request on a connection, head and body (by Content-Length), until EOF."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        yield head + await reader.readexactly(length)
