@@ -81,9 +81,21 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Throughput and CPU per event: the SDK against raw httpx and requests.post."""
-    install_groups(session, "bench")
+    """Throughput and CPU per event: the SDK on each transport, raw aiohttp/httpx, requests."""
+    install_groups(session, "bench", extras="[aiohttp]")
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_plot(session: nox.Session) -> None:
+    """The transport benchmark, its figures as JSON, and their plot (benchmarks/transport.png).
+
+    ``nox -s bench_plot -- --repeats 3`` passes options to the benchmark.
+    """
+    install_groups(session, "bench", "plot", extras="[aiohttp]")
+    results = f"{session.create_tmp()}/transport.json"
+    session.run("python", "benchmarks/bench_transport.py", "--json", results, *session.posargs)
+    session.run("python", "benchmarks/plot_transport.py", results)
 
 
 @nox.session(python=PYTHON)
