@@ -21,6 +21,7 @@ from ._breaker import (
     CircuitBreaker,
 )
 from ._config import DEFAULT_MAX_IN_FLIGHT, Settings, resolve_settings, user_agent
+from ._deadlines import Deadlines
 from ._delivery import (
     DEFAULT_BACKGROUND_DEADLINE,
     DEFAULT_BACKGROUND_MAX_RETRIES,
@@ -383,6 +384,7 @@ class AsyncTaapit:
         # Our own gate in front of the pool: waiting here is O(1), while httpcore's pool
         # rescans every queued request each time a connection frees up.
         self._gate = asyncio.Semaphore(self._settings.max_in_flight)
+        self._deadlines = Deadlines()
         self._fork_generation = _ForkState.generation
         self._urls: Final[dict[EventKind, str]] = {
             "lead": self._settings.lead_url,
@@ -458,6 +460,7 @@ class AsyncTaapit:
             return True  # not ours to rebuild: _check_usable says what to do
         self._transport = self._new_transport()
         self._gate = asyncio.Semaphore(self._settings.max_in_flight)
+        self._deadlines = Deadlines()
         self._queue = None
         if self._outbox is not None:
             self._outbox = self._outbox.reopened()
@@ -725,41 +728,49 @@ class AsyncTaapit:
         attempts = 0
         status: int | None = None
         error: APIError
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine awaited on a loop runs in a task
+        cancelling = task.cancelling()
+        self._deadlines.add(task, deadline_at, loop)
         try:
-            async with asyncio.timeout_at(deadline_at):
-                while True:
-                    attempts += 1
-                    status, outcome = await self._attempt(kind, url, headers, body, probe)
-                    if not isinstance(outcome, APIError):
-                        logger.debug(
-                            "taapit %s accepted (HTTP %s, attempt %d, idempotency key %s)",
-                            kind, status, attempts, key,
-                        )  # fmt: skip
-                        result = TrackResult(
-                            success=True,
-                            status_code=status,
-                            attempts=attempts,
-                            idempotency_key=key,
-                            event_id=outcome,
-                        )
-                        break
-                    error = outcome
-                    wait = _wait_before_retry(error, attempts, retry)
-                    if wait is None or loop.time() + wait >= deadline_at:
-                        result = _failure(error, status, attempts, key)
-                        break
+            while True:
+                attempts += 1
+                status, outcome = await self._attempt(kind, url, headers, body, probe)
+                if not isinstance(outcome, APIError):
                     logger.debug(
-                        "taapit %s attempt %d failed (%s); retrying in %.3fs",
-                        kind, attempts, error, wait,
+                        "taapit %s accepted (HTTP %s, attempt %d, idempotency key %s)",
+                        kind, status, attempts, key,
                     )  # fmt: skip
-                    await _sleep(wait)
-                    probe = await self._breaker.admit() if gated else False
-        except TimeoutError:
+                    result = TrackResult(
+                        success=True,
+                        status_code=status,
+                        attempts=attempts,
+                        idempotency_key=key,
+                        event_id=outcome,
+                    )
+                    break
+                error = outcome
+                wait = _wait_before_retry(error, attempts, retry)
+                if wait is None or loop.time() + wait >= deadline_at:
+                    result = _failure(error, status, attempts, key)
+                    break
+                logger.debug(
+                    "taapit %s attempt %d failed (%s); retrying in %.3fs",
+                    kind, attempts, error, wait,
+                )  # fmt: skip
+                await _sleep(wait)
+                probe = await self._breaker.admit() if gated else False
+        except asyncio.CancelledError:
+            # Ours only if the deadline cancelled the task and nobody else did too.
+            if not self._deadlines.expired(task) or task.uncancel() > cancelling:
+                raise
             error = APITimeoutError(
                 f"no reply within the call's deadline of {retry.deadline:g}s "
                 f"({attempts} attempt(s)); raise deadline= if Taapit is known to be slow"
             )
             result = _failure(error, None, attempts, key)
+        finally:
+            self._deadlines.discard(task)
         if count:
             self._counts.sent += result.success
             self._counts.failed += not result.success

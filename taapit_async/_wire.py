@@ -129,7 +129,8 @@ def parse_reply(body: bytes) -> Reply:
     if not body:
         return Reply()
     try:
-        data = json.loads(body)
+        # Decoded first: given bytes, json.loads sniffs the encoding in Python each time.
+        data = json.loads(body.decode())
     except ValueError:  # not JSON, not UTF-8: still a reply, just one without details
         return Reply()
     if not isinstance(data, dict):
