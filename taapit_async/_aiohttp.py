@@ -7,15 +7,22 @@ and every aiohttp failure translated to the SDK's errors here.
 
 from __future__ import annotations
 
+import functools
 import urllib.request
 from collections.abc import Mapping
 
 import aiohttp
+import httpx
 import yarl
 from aiohttp.http_exceptions import ContentEncodingError
 
 from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError
-from ._transport import HTTPReply, ssl_context
+from ._transport import HTTPReply
+
+# httpx's TLS defaults (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), so both transports trust
+# the same servers; but not httpx's own context object, on which httpcore sets the ALPN
+# protocols (``h2`` with http2=True) before each handshake, which aiohttp cannot speak.
+_ssl_context = functools.cache(httpx.create_ssl_context)
 
 __all__ = ["AiohttpTransport"]
 
@@ -45,7 +52,7 @@ class AiohttpTransport:
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, ssl=ssl_context()
+            limit=self._max_connections, limit_per_host=0, ssl=_ssl_context()
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

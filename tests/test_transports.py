@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import ssl
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
-from taapit_async import APIConnectionError, AsyncTaapit, Customer, ErrorCode
-from taapit_async._transport import HttpxTransport
+from taapit_async import APIConnectionError, AsyncTaapit, Customer, ErrorCode, _aiohttp
+from taapit_async._transport import HttpxTransport, ssl_context
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
 
 pytestmark = pytest.mark.server
@@ -394,6 +397,45 @@ async def test_a_proxy_from_the_environment_is_used(
     assert proxy.requests[0].startswith(b"POST http://localhost:9/api/events/lead HTTP/1.1")
 
 
+@pytest.fixture
+def tls_server_ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[trustme.CA]:
+    """A throwaway CA; the TLS contexts are rebuilt so each test reads SSL_CERT_FILE anew."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    for cached in (ssl_context, _aiohttp._ssl_context):
+        cached.cache_clear()
+    yield trustme.CA()
+    for cached in (ssl_context, _aiohttp._ssl_context):
+        cached.cache_clear()
+
+
+async def test_tls_is_verified_against_the_same_trust_store(
+    connect: Callable[..., AsyncTaapit],
+    tls_server_ca: trustme.CA,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_server_ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with ScriptedServer(OK_REPLY, tls=server_context) as scripted:
+        url = scripted.url.replace("http://", "https://")
+        async with connect(base_url=url, max_retries=0) as taapit:
+            untrusted = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+        # The CA through SSL_CERT_FILE, as httpx reads it.
+        ca_file = tmp_path / "ca.pem"
+        tls_server_ca.cert_pem.write_to_path(str(ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        for cached in (ssl_context, _aiohttp._ssl_context):
+            cached.cache_clear()
+        async with connect(base_url=url, max_retries=0) as taapit:
+            trusted = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert untrusted.error is not None
+    assert untrusted.error.code == ErrorCode.NETWORK_ERROR
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.error.message
+    assert trusted.success
+    assert len(scripted.requests) == 1  # the untrusted handshake never sent the event
+
+
 # -- the default httpx pool -------------------------------------------------------------
 
 
@@ -469,8 +511,16 @@ class ScriptedServer:
     ``hang_up`` closes the connection after each reply; an empty reply closes it at once.
     """
 
-    def __init__(self, reply: bytes, *, delay: float = 0.0, hang_up: bool = False) -> None:
+    def __init__(
+        self,
+        reply: bytes,
+        *,
+        delay: float = 0.0,
+        hang_up: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.reply = reply
+        self.tls = tls
         self.delay = delay
         self.hang_up = hang_up
         self.requests: list[bytes] = []
@@ -488,7 +538,7 @@ class ScriptedServer:
         return f"http://{host}:{port}"
 
     async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -523,7 +573,7 @@ class ScriptedServer:
                         break
                 finally:
                     self._busy -= 1
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             self.open_connections -= 1
