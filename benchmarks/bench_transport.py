@@ -271,7 +271,11 @@ async def live_httpx_aiohttp(spec: LiveSpec) -> Measured:
 
 
 async def live_aiohttp(spec: LiveSpec) -> Measured:
-    """One ``aiohttp.ClientSession``, ``TCPConnector(limit=concurrency)``, JSON pre-serialized."""
+    """One ``aiohttp.ClientSession``, ``TCPConnector(limit=concurrency)``, JSON pre-serialized.
+
+    Per-request headers and a ``str`` URL, as a caller would write it: session-level
+    headers and a pre-parsed ``yarl.URL`` took about 7 % less CPU per event in one A/B run.
+    """
     import aiohttp  # noqa: PLC0415 - the bench group's; only these clients need it
 
     url = spec.url + LEAD_PATH
@@ -280,7 +284,7 @@ async def live_aiohttp(spec: LiveSpec) -> Measured:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def send(i: int) -> bool:
-            body = json.dumps(lead_body(i)).encode()
+            body = json.dumps(lead_body(i), separators=(",", ":")).encode()  # httpx's bytes
             async with session.post(url, data=body, headers=raw_headers(new_key())) as response:
                 await response.read()
                 return response.status == 200

@@ -56,9 +56,7 @@ def thousands(value: float, _position: object) -> str:
     return f"{value:,.0f}"
 
 
-def plot_lines(
-    ax: Axes, report: dict[str, Any], field: str, ylabel: str, title: str, legend: bool
-) -> None:
+def plot_lines(ax: Axes, report: dict[str, Any], field: str, ylabel: str, title: str) -> None:
     """One panel: ``field`` of each client's rows against the number in flight."""
     labels = report.get("client_labels", {})
     lines = main_rows(report["live"])
@@ -87,8 +85,6 @@ def plot_lines(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(visible=True, which="both", alpha=0.3)
-    if legend:
-        ax.legend(fontsize="small")
 
 
 def minor_ticks(value: float, _position: object) -> str:
@@ -117,7 +113,7 @@ def plot_latency_run(ax: Axes, report: dict[str, Any]) -> None:
         if not row["ok"]:
             note += " FAILED"
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note, va="center")
-    ax.axvline(100, color="black", linewidth=1)
+    ax.axvline(100, color="black", linewidth=1, label="ceiling")
     ax.axvline(TARGET_PCT, color="red", linestyle="--", linewidth=1, label="target (SDK aiohttp)")
     ax.set_xlim(0, 135)
     ax.set_xlabel("% of ceiling")
@@ -149,18 +145,20 @@ def plot(report: dict[str, Any], out: Path) -> None:
     """Write the PNG."""
     machine = report["machine"]
     fig, axes = plt.subplots(
-        1, 3, figsize=(20, 6.5), gridspec_kw={"width_ratios": [1.15, 1.0, 1.1]}
+        1, 3, figsize=(20, 7.5), gridspec_kw={"width_ratios": [1.15, 1.0, 1.1]}
     )
     if report["live"]:
-        plot_lines(axes[0], report, "events_per_s", "events/s (log)", "Throughput", legend=True)
+        plot_lines(axes[0], report, "events_per_s", "events/s (log)", "Throughput")
         plot_lines(
             axes[1],
             report,
             "client_cpu_us_per_event",
             "client CPU µs per event (log)",
             "Client CPU per event",
-            legend=False,
         )
+        # One legend for both line panels, under them, clear of the lines.
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.36, 0.0))
     else:
         for ax in axes[:2]:
             ax.set_axis_off()
@@ -171,7 +169,7 @@ def plot(report: dict[str, Any], out: Path) -> None:
         fontsize="x-large",
     )
     fig.text(0.5, 0.905, subtitle(report), ha="center", fontsize="small", color="0.3")
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.tight_layout(rect=(0, 0.12, 1, 0.9))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
