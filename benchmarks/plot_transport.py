@@ -112,7 +112,13 @@ def plot_latency_run(ax: Axes, report: dict[str, Any]) -> None:
         note = f" {row['ceiling_pct']:.1f}% ({row['events_per_s']:,.0f}/s)"
         if not row["ok"]:
             note += " FAILED"
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note, va="center")
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            note,
+            va="center",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )
     ax.axvline(100, color="black", linewidth=1, label="ceiling")
     ax.axvline(TARGET_PCT, color="red", linestyle="--", linewidth=1, label="target (SDK aiohttp)")
     ax.set_xlim(0, 135)
