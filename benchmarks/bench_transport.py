@@ -1094,7 +1094,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int_list,
         default=[],
         help="extra SDK runs with these max_in_flight values at every concurrency "
-        "(default: one run with max_in_flight = the concurrency, when that is not 8)",
+        f"(default: one run with max_in_flight = the concurrency, when that is not the "
+        f"default, {DEFAULT_MAX_IN_FLIGHT})",
     )
     parser.add_argument(
         "--clients",
