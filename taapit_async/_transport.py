@@ -46,10 +46,11 @@ class Transport(Protocol):
 
 @functools.cache
 def ssl_context() -> ssl.SSLContext:
-    """The TLS settings of every connection the SDK opens, built once per process.
+    """The TLS settings of the httpx pools the SDK builds, built once per process.
 
-    httpx's own defaults (certifi's CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), so
-    every transport trusts exactly the same servers; building one costs milliseconds.
+    httpx's own defaults (certifi's CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``);
+    building a context costs milliseconds, and a sharded pool would otherwise build one per
+    shard. (The aiohttp transport builds its own with the same defaults.)
     """
     return httpx.create_ssl_context()
 
@@ -79,7 +80,8 @@ class ShardedPool(httpx.AsyncBaseTransport):
 
     httpcore's pool walks all of its connections and queued requests under a lock for
     every request, so its cost per request grows with the pool: at 32 in flight a single
-    pool of 32 spent several times the CPU of a pool of 8 (see the README's Performance).
+    pool of 32 spent about three times the CPU per request of this one (see the README's
+    Performance).
     A pool of one connection has nothing to walk. The SDK's gate admits at most ``size``
     requests at once, so an idle shard is always there; beyond that, a request joins the
     least busy shard's queue rather than failing.
