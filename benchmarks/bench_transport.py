@@ -574,6 +574,7 @@ class FakeServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            preexec_fn=pinned("server"),  # noqa: PLW1509 - no threads in this parent yet
         )  # fmt: skip
         self.pid = self.process.pid
         try:
@@ -634,13 +635,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: CPU per role ("server", "client") when pinning; empty to let the kernel place processes.
+PINNED: dict[str, int] = {}
+
+
+def pin_cores() -> None:
+    """Pin the fake server to the first usable core and every client to the second.
+
+    So a client and the server never take turns on one core: every client gets a core of
+    its own and the server the other, as in ``bench_middleware.py``.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:
+        PINNED.update(server=cores[0], client=cores[1])
+
+
+def pinned(role: str) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child to ``role``'s core, or None when not pinning."""
+    cpu = PINNED.get(role)
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def run_worker(kind: str, spec: LiveSpec | NullSpec, timeout: float) -> Any:
     """Run ``--worker`` in a fresh interpreter and return the JSON it prints last."""
     command = [
         sys.executable, os.path.abspath(__file__),
         "--worker", kind, "--spec", json.dumps(dataclasses.asdict(spec)),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=pinned("client"),
+    )
     if done.returncode != 0:
         msg = f"worker {kind} failed ({done.returncode}):\n{done.stderr[-4000:]}"
         raise RuntimeError(msg)
@@ -963,6 +994,12 @@ def print_facts(facts: dict[str, Any]) -> None:
         "Installed: "
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in facts["installed"].items())
     )
+    pins = facts.get("pinned") or {}
+    print(
+        f"Pinned: fake server to CPU {pins['server']}, each client to CPU {pins['client']}"
+        if pins
+        else "Pinned: no (the kernel placed the server and the clients)"
+    )
     c_parser = facts.get("aiohttp_c_parser")
     if c_parser is not None:
         print(f"aiohttp's HTTP parser: {'C extension' if c_parser else 'pure Python'}")
@@ -1139,6 +1176,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-live", action="store_true", help="no live runs at --concurrency")
     parser.add_argument("--skip-null", action="store_true", help="no null-transport runs")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the server and the clients to separate cores",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--worker", choices=("live", "null"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -1168,7 +1210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     http = args.http
     if http == "auto":
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if not args.no_pin:
+        pin_cores()
     facts = machine_facts(http)
+    facts["pinned"] = dict(PINNED)
     report: dict[str, Any] = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
