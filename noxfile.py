@@ -88,12 +88,13 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench_plot(session: nox.Session) -> None:
-    """The transport benchmark, its figures as JSON, and their plot (benchmarks/transport.png).
+    """The transport benchmark, its figures as JSON, and their plot.
 
+    Writes benchmarks/transport.json and benchmarks/transport.png (the README shows both);
     ``nox -s bench_plot -- --repeats 3`` passes options to the benchmark.
     """
     install_groups(session, "bench", "plot", extras="[aiohttp]")
-    results = f"{session.create_tmp()}/transport.json"
+    results = "benchmarks/transport.json"
     session.run("python", "benchmarks/bench_transport.py", "--json", results, *session.posargs)
     session.run("python", "benchmarks/plot_transport.py", results)
 
