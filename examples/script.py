@@ -1,6 +1,7 @@
 """Backfill past conversions into Taapit from a CSV file: plain asyncio, no web framework.
 
-    TAAPIT_API_KEY=taapit_sk_... python examples/script.py conversions.csv [--concurrency 8]
+    TAAPIT_API_KEY=taapit_sk_... python examples/script.py conversions.csv \
+        [--concurrency 32] [--transport aiohttp]
 
 The CSV has a header row and the columns ``kind`` (``lead`` or ``sale``), ``tracking_id``,
 ``external_id``, ``email``, ``amount``, ``currency`` and ``order_id`` (empty cells are
@@ -9,6 +10,8 @@ any iterable of `Conversion`, a list included.
 
 - Leads go first: a sale without ``tracking_id`` needs its customer known from a lead.
 - At most ``--concurrency`` events are in flight; the rest wait their turn.
+- ``--transport aiohttp`` (``pip install 'taapit-async[aiohttp]'``) sends a large file
+  with several times less CPU per event than the default httpx.
 - Each row's idempotency key comes from its content, so running the script again after a
   failure does not count anything twice.
 - Taapit's API has no event time: backfilled events count from when they are sent.
@@ -193,9 +196,12 @@ async def backfill(
     return failures
 
 
-async def _run(conversions: list[Conversion], concurrency: int) -> int:
+async def _run(
+    conversions: list[Conversion], concurrency: int, transport: Literal["httpx", "aiohttp"]
+) -> int:
     progress = Progress(len(conversions))
-    async with AsyncTaapit() as taapit:  # TAAPIT_API_KEY and TAAPIT_BASE_URL
+    # The key and URL from TAAPIT_API_KEY and TAAPIT_BASE_URL.
+    async with AsyncTaapit(transport=transport, max_in_flight=concurrency) as taapit:
         failures = await backfill(conversions, taapit, concurrency=concurrency, progress=progress)
     progress.close()
     print(f"sent {len(conversions) - len(failures)} of {len(conversions)} conversions")
@@ -208,7 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the backfill; return the exit status."""
     parser = argparse.ArgumentParser(description="Backfill past conversions into Taapit.")
     parser.add_argument("csv", help="the CSV file, or - for standard input")
-    parser.add_argument("--concurrency", type=int, default=8, help="events in flight at most")
+    parser.add_argument("--concurrency", type=int, default=32, help="events in flight at most")
+    parser.add_argument(
+        "--transport",
+        choices=("httpx", "aiohttp"),
+        default="httpx",
+        help="aiohttp is faster for large files (pip install 'taapit-async[aiohttp]')",
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be 1 or more")
@@ -221,7 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.csv}: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(conversions, args.concurrency))
+    try:
+        return asyncio.run(_run(conversions, args.concurrency, args.transport))
+    except TaapitError as exc:  # e.g. no TAAPIT_API_KEY, or aiohttp not installed
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

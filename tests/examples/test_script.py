@@ -121,10 +121,16 @@ def run_command_line(
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 def test_the_command_line_backfills_a_file_and_exits_zero(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    transport: str,
 ) -> None:
-    status, fake = run_command_line(CSV, tmp_path, monkeypatch, "--concurrency", "3")
+    status, fake = run_command_line(
+        CSV, tmp_path, monkeypatch, "--concurrency", "3", "--transport", transport
+    )
     assert (status, len(fake.events)) == (0, 4)
     out, err = capsys.readouterr()
     assert out == "sent 4 of 4 conversions\n"
@@ -141,6 +147,15 @@ def test_the_command_line_lists_failed_rows_and_exits_one(
     out = capsys.readouterr().out
     assert out.startswith("sent 3 of 4 conversions\n")
     assert "  line 4: lead user_2: a lead needs its tracking_id" in out
+
+
+def test_the_command_line_without_a_key_says_so_and_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "conversions.csv"
+    path.write_text(CSV, encoding="utf-8")
+    assert script.main([str(path)]) == 2  # the test environment has no TAAPIT_API_KEY
+    assert "cannot start:" in capsys.readouterr().err
 
 
 def test_the_command_line_reports_an_unreadable_file(
