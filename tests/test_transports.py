@@ -308,6 +308,28 @@ async def test_background_events_are_delivered(
     assert len(fake.leads) == 40
 
 
+async def test_outbox_events_are_delivered(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit, tmp_path: Path
+) -> None:
+    fake.fail_next(2, status=503)
+    async with connect(outbox=tmp_path / "outbox.sqlite3") as taapit:
+        deliveries = [
+            await taapit.background.sale(
+                customer={"external_id": f"u{i}"},
+                tracking_id="t1",
+                amount=10,
+                currency="eur",
+                idempotency_key=f"order_{i}",
+            )
+            for i in range(20)
+        ]
+        results = [await d.result() for d in deliveries]
+    assert all(r.success for r in results)
+    assert sorted(e.idempotency_key or "" for e in fake.sales) == sorted(
+        f"order_{i}" for i in range(20)
+    )
+
+
 async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
     connect: Callable[..., AsyncTaapit],
     fake: FakeTaapit,
