@@ -1,6 +1,7 @@
 """One suite, every transport: the client over real TCP on 127.0.0.1.
 
-Each test runs once per transport (`TRANSPORTS`): retries, timeouts, errors, idempotency
+Each test runs once per transport (`TRANSPORTS`, a user's own ``http_client`` included):
+retries, timeouts, errors, idempotency
 keys and redaction must not depend on what carries the bytes. Most talk to the fake Taapit
 API under a real uvicorn; what the fake cannot say (a redirect, a corrupt gzip body) comes
 from `ScriptedServer`, a few lines of asyncio that answer canned bytes.
@@ -20,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 
@@ -30,9 +32,16 @@ from taapit_async.testing import FakeTaapit, FakeTaapitServer
 pytestmark = pytest.mark.server
 
 SECRET = "taapit_sk_live_do_not_log_me_8f3a2c"
-TRANSPORTS = ["httpx", "aiohttp"]
+#: A user's own httpx client (``http_client=``) rides on the httpx transport, but with
+#: per-request headers and the user's pool, so it runs the whole suite too.
+OWN_CLIENT = "own-httpx-client"
+TRANSPORTS = ["httpx", "aiohttp", OWN_CLIENT]
 #: Loggers each transport's library writes DEBUG records to.
-LIBRARY_LOGGERS = {"httpx": {"httpx", "httpcore"}, "aiohttp": set[str]()}
+LIBRARY_LOGGERS = {
+    "httpx": {"httpx", "httpcore"},
+    "aiohttp": set[str](),
+    OWN_CLIENT: {"httpx", "httpcore"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +62,32 @@ def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def new_client(
+    variant: str, own_clients: list[httpx.AsyncClient], api_key: str = SECRET, **options: Any
+) -> AsyncTaapit:
+    """A client on ``variant`` (a `TRANSPORTS` entry); a user's own client joins the list."""
+    if variant == OWN_CLIENT:
+        own = httpx.AsyncClient()  # reads SSL_CERT_FILE and proxies now, as users' do
+        own_clients.append(own)
+        return AsyncTaapit(api_key, http_client=own, **options)
+    return AsyncTaapit(api_key, transport=variant, **options)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def connect(server: FakeTaapitServer, transport: str) -> Callable[..., AsyncTaapit]:
-    """Build a client on the parametrized transport (the fake's URL unless given)."""
+async def connect(
+    server: FakeTaapitServer, transport: str
+) -> AsyncIterator[Callable[..., AsyncTaapit]]:
+    """Build clients on the parametrized transport (the fake's URL unless given)."""
+    own_clients: list[httpx.AsyncClient] = []
 
     def build(api_key: str = SECRET, **options: Any) -> AsyncTaapit:
         options.setdefault("base_url", server.url)
         options.setdefault("backoff_base", 0.01)
-        return AsyncTaapit(api_key, transport=transport, **options)  # type: ignore[arg-type]
+        return new_client(transport, own_clients, api_key, **options)
 
-    return build
+    yield build
+    for own in own_clients:  # the SDK never closes a user's client: the user does
+        await own.aclose()
 
 
 async def test_a_lead_and_a_sale_reach_the_fake_over_tcp(
@@ -278,8 +303,10 @@ async def test_concurrency_is_bounded_by_max_in_flight(connect: Callable[..., As
 
 
 async def test_closing_the_client_closes_its_connections(
-    connect: Callable[..., AsyncTaapit],
+    connect: Callable[..., AsyncTaapit], transport: str
 ) -> None:
+    if transport == OWN_CLIENT:
+        pytest.skip("a user's own client stays open: see the test just below")
     async with ScriptedServer(OK_REPLY) as scripted:
         taapit = connect(base_url=scripted.url)
         await asyncio.gather(
@@ -290,6 +317,19 @@ async def test_closing_the_client_closes_its_connections(
         )
         assert scripted.open_connections > 0
         await taapit.aclose()
+        await scripted.wait_until_all_closed()
+
+
+async def test_closing_the_client_leaves_your_own_http_client_open() -> None:
+    own_clients: list[httpx.AsyncClient] = []
+    async with ScriptedServer(OK_REPLY) as scripted:
+        taapit = new_client(OWN_CLIENT, own_clients, base_url=scripted.url)
+        assert (await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})).success
+        await taapit.aclose()
+        (own,) = own_clients
+        assert not own.is_closed
+        assert scripted.open_connections == 1
+        await own.aclose()
         await scripted.wait_until_all_closed()
 
 
@@ -376,13 +416,16 @@ async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
 
 async def test_every_transport_sends_the_same_request() -> None:
     seen: dict[str, bytes] = {}
+    own_clients: list[httpx.AsyncClient] = []
     for name in TRANSPORTS:
         async with ScriptedServer(OK_REPLY) as scripted:
-            async with AsyncTaapit(SECRET, base_url=scripted.url, transport=name) as taapit:  # type: ignore[arg-type]
+            async with new_client(name, own_clients, base_url=scripted.url) as taapit:
                 await taapit.track.lead(
                     tracking_id="t1", customer={"external_id": "u"}, idempotency_key="k1"
                 )
             seen[name] = scripted.requests[0]
+    for own in own_clients:
+        await own.aclose()
 
     def parse(raw: bytes) -> tuple[str, dict[str, str], bytes]:
         head, _, body = raw.partition(b"\r\n\r\n")
