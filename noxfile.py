@@ -109,7 +109,7 @@ def bench_middleware(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench_delivery(session: nox.Session) -> None:
     """Background and outbox enqueue cost, outbox throughput and drain, memory."""
-    install_groups(session, "bench", extras="[server]")
+    install_groups(session, "bench", extras="[server,aiohttp]")
     session.run("python", "benchmarks/bench_delivery.py", *session.posargs)
 
 
