@@ -16,8 +16,15 @@ import httpx
 import yarl
 from aiohttp.http_exceptions import ContentEncodingError
 
-from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError
-from ._transport import HTTPReply
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ConfigurationError,
+    InvalidResponseError,
+    ShutdownError,
+)
+from ._transport import CLOSED_WHILE_SENDING, HTTPReply
 
 # httpx's TLS defaults (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), so both transports trust
 # the same servers; but not httpx's own context object, on which httpcore sets the ALPN
@@ -38,19 +45,25 @@ class AiohttpTransport:
 
     def __init__(self, *, headers: Mapping[str, str], timeout: float, max_connections: int):
         self._headers = dict(headers)
-        # No ``connect`` (pool wait plus connect) timer: the SDK's gate never lets more
-        # requests out than the pool has connections, so only a real connect can stall,
-        # and ``sock_connect`` bounds that. One timer less per request.
+        # ``connect`` (name lookup, pool wait and connect) as httpx's connect timeout, which
+        # bounds the lookup too: ``sock_connect`` alone would let a hung DNS server hold
+        # the attempt until the call's whole deadline.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=timeout, sock_read=timeout
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
         )
         self._max_connections = max_connections
+        # Read now, as httpx reads them when its client is built; a bad one fails here.
+        self._proxies = _env_proxies()
         # A session belongs to the loop it was made on, and the client may be built before
         # any loop runs: it is opened by the first post (the SDK pins one loop per client).
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._urls: dict[str, tuple[yarl.URL, str | None]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A retry that outlived aclose(): a new session now would never be closed.
+            raise ShutdownError(CLOSED_WHILE_SENDING)
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, limit_per_host=0, ssl=_ssl_context()
         )
@@ -59,7 +72,7 @@ class AiohttpTransport:
             headers=self._headers,
             timeout=self._timeout,
             # Not trust_env: it also reads ~/.netrc in a thread on every request (measured:
-            # it more than tripled the CPU per event). Proxies come from `_env_proxy`.
+            # it more than tripled the CPU per event). Proxies come from `_env_proxies`.
             trust_env=False,
         )
         return self._session
@@ -70,7 +83,7 @@ class AiohttpTransport:
         target = self._urls.get(url)
         if target is None:
             parsed = yarl.URL(url)
-            target = self._urls[url] = (parsed, _env_proxy(parsed))
+            target = self._urls[url] = (parsed, _proxy_for(parsed, self._proxies))
         try:
             async with session.post(
                 target[0],
@@ -89,32 +102,81 @@ class AiohttpTransport:
             if isinstance(exc.__cause__, ContentEncodingError):
                 raise InvalidResponseError(f"unreadable reply ({type(exc).__name__})") from exc
             raise APIConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientResponseError as exc:
+            unparsable = exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(f"{type(exc).__name__}: {_describe(exc)}") from exc
-        return HTTPReply(status=status, body=content, retry_after=retry_after)
+            raise APIConnectionError(f"{type(exc).__name__}: {str(exc) or 'no detail'}") from exc
+        else:
+            return HTTPReply(status=status, body=content, retry_after=retry_after)
+        # Raised outside the handler, so that the aiohttp error is neither cause nor context.
+        raise _without_request(unparsable)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
 
 
-def _env_proxy(url: yarl.URL) -> str | None:
-    """The proxy for ``url`` from the environment, as httpx picks it.
+#: The proxy schemes aiohttp can speak to.
+_PROXY_SCHEMES = frozenset({"http", "https"})
 
-    ``HTTPS_PROXY``/``HTTP_PROXY`` by scheme, else ``ALL_PROXY``; none for a host in
-    ``NO_PROXY``. Read once per URL, when the client first posts to it.
+
+def _env_proxies() -> dict[str, str]:
+    """The proxies of ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``, read as httpx reads them.
+
+    A value without a scheme is an ``http://`` proxy. The values may hold credentials, so
+    no error repeats them.
+
+    Raises:
+        ConfigurationError: A proxy this transport cannot use (SOCKS, say).
     """
-    proxies = urllib.request.getproxies()
+    proxies = {}
+    for scheme, value in urllib.request.getproxies().items():
+        if scheme not in {"http", "https", "all"} or not value:
+            continue
+        proxy = value if "://" in value else f"http://{value}"
+        proxy_scheme = proxy.partition("://")[0].lower()
+        if proxy_scheme not in _PROXY_SCHEMES:
+            raise ConfigurationError(
+                f"{scheme.upper()}_PROXY names a {proxy_scheme}:// proxy, which the aiohttp "
+                "transport cannot use: give an http:// or https:// proxy, or use the default "
+                "transport (httpx; SOCKS needs `pip install httpx[socks]`)"
+            )
+        proxies[scheme] = proxy
+    return proxies
+
+
+def _proxy_for(url: yarl.URL, proxies: Mapping[str, str]) -> str | None:
+    """The proxy for ``url``: by its scheme, else ``ALL_PROXY``; none for ``NO_PROXY`` hosts."""
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if proxy is None or urllib.request.proxy_bypass(url.host or ""):
         return None
     return proxy
 
 
-def _describe(exc: BaseException) -> str:
-    """The error's text without its request: aiohttp's repr of one lists the headers."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{exc.status}, message={exc.message!r}"
-    return str(exc) or type(exc).__name__
+def _without_request(exc: aiohttp.ClientResponseError) -> APIError:
+    """The SDK's error for a reply aiohttp could not parse.
+
+    The repr of aiohttp's error lists the request's headers, the secret key among them, so
+    the parser's own error (what was wrong with the reply) is chained instead.
+    """
+    text = f"{type(exc).__name__}: {exc.message!r}"  # (its status is not the server's)
+    error = (
+        InvalidResponseError(f"unreadable reply ({text})")  # an encoding it cannot decode
+        if _caused_by(exc, ContentEncodingError)
+        else APIConnectionError(text)
+    )
+    error.__cause__ = exc.__cause__
+    return error
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """True when ``kind`` is somewhere in the chain of causes of ``exc``."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, kind):
+            return True
+        cause = cause.__cause__
+    return False

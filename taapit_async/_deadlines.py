@@ -44,7 +44,7 @@ class Deadlines:
 
     def discard(self, task: asyncio.Task[Any]) -> None:
         """Forget ``task``: its call is over."""
-        del self._calls[task]
+        self._calls.pop(task, None)
         if self._expired:
             self._expired.discard(task)
 

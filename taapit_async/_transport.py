@@ -16,9 +16,12 @@ from typing import Protocol
 import attrs
 import httpx
 
-from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError
+from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError, ShutdownError
 
-__all__ = ["HTTPReply", "HttpxTransport", "Transport", "ssl_context"]
+__all__ = ["CLOSED_WHILE_SENDING", "HTTPReply", "HttpxTransport", "Transport", "ssl_context"]
+
+#: What a request made after ``aclose()`` (by a retry that outlived it) fails with.
+CLOSED_WHILE_SENDING = "the client was closed while this event was being sent"
 
 
 @attrs.frozen
@@ -210,6 +213,15 @@ class HttpxTransport:
             raise InvalidResponseError(f"unreadable reply ({type(exc).__name__})") from exc
         except httpx.RequestError as exc:
             raise APIConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        except RuntimeError:  # httpx's word for a closed client
+            if not self._client.is_closed:
+                raise
+            if self._owned:  # a retry that outlived aclose()
+                raise ShutdownError(CLOSED_WHILE_SENDING) from None
+            raise ShutdownError(
+                "your http_client was closed while AsyncTaapit still used it: close it only "
+                "after the AsyncTaapit client"
+            ) from None
         status = response.status_code
         return HTTPReply(
             status=status,

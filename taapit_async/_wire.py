@@ -131,8 +131,11 @@ def parse_reply(body: bytes) -> Reply:
     try:
         # Decoded first: given bytes, json.loads sniffs the encoding in Python each time.
         data = json.loads(body.decode())
-    except ValueError:  # not JSON, not UTF-8: still a reply, just one without details
-        return Reply()
+    except ValueError:
+        try:  # a byte order mark, or UTF-16/32: json's own detection reads those
+            data = json.loads(body)
+        except ValueError:  # not JSON: still a reply, just one without details
+            return Reply()
     if not isinstance(data, dict):
         return Reply()
     return _converter.structure(data, Reply)

@@ -25,8 +25,15 @@ import httpx
 import pytest
 import trustme
 
-from taapit_async import APIConnectionError, AsyncTaapit, Customer, ErrorCode, _aiohttp
-from taapit_async._transport import HttpxTransport, ssl_context
+from taapit_async import (
+    APIConnectionError,
+    AsyncTaapit,
+    ConfigurationError,
+    Customer,
+    ErrorCode,
+    _aiohttp,
+)
+from taapit_async._transport import HttpxTransport, ShardedPool, ssl_context
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
 
 pytestmark = pytest.mark.server
@@ -320,6 +327,26 @@ async def test_closing_the_client_closes_its_connections(
         await scripted.wait_until_all_closed()
 
 
+async def test_a_retry_after_closing_fails_instead_of_reconnecting(
+    connect: Callable[..., AsyncTaapit], transport: str
+) -> None:
+    if transport == OWN_CLIENT:
+        pytest.skip("a user's own client stays open, so its retries go on through it")
+    async with ScriptedServer(OK_REPLY, delay=0.3) as scripted:
+        taapit = connect(base_url=scripted.url, backoff_base=0.001, backoff_max=0.002)
+        call = asyncio.create_task(
+            taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+        )
+        await scripted.received.wait()
+        await taapit.aclose()  # cuts the request in flight: its retry must not reopen
+        result = await call
+        await scripted.wait_until_all_closed()
+    assert result.error is not None
+    assert result.error.code == ErrorCode.SHUTDOWN
+    assert result.attempts == 2
+    assert scripted.connections == 1
+
+
 async def test_closing_the_client_leaves_your_own_http_client_open() -> None:
     own_clients: list[httpx.AsyncClient] = []
     async with ScriptedServer(OK_REPLY) as scripted:
@@ -331,6 +358,17 @@ async def test_closing_the_client_leaves_your_own_http_client_open() -> None:
         assert scripted.open_connections == 1
         await own.aclose()
         await scripted.wait_until_all_closed()
+
+
+async def test_your_own_http_client_closed_too_early_is_named() -> None:
+    own = httpx.AsyncClient()
+    await own.aclose()
+    async with AsyncTaapit(SECRET, http_client=own, base_url="http://127.0.0.1:9") as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.SHUTDOWN
+    assert "your http_client was closed" in result.error.message
+    assert result.attempts == 1
 
 
 async def test_background_events_are_delivered(
@@ -399,6 +437,13 @@ async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
                 tracking_id="t1",
                 customer=Customer(external_id="u", email="jane.secret@example.com"),
             )
+        # A reply no HTTP parser accepts: aiohttp's error for it lists the request headers.
+        garbled = b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n"
+        async with (
+            ScriptedServer(garbled) as bad_reply,
+            connect(base_url=bad_reply.url, max_retries=0) as taapit,
+        ):
+            unparsable = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
     assert ok.success
     assert bad.error is not None  # a sale of an unknown customer needs a tracking id
     assert broken.error is not None
@@ -408,10 +453,27 @@ async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
     ]
     everything = caplog.text + "".join(repr(r.args) for r in caplog.records)
     everything += repr(ok) + repr(bad) + str(bad.error) + repr(broken)
-    everything += "".join(traceback.format_exception(broken.error))
-    assert broken.error.__cause__ is not None  # the transport's own error is kept
+    assert unparsable.error is not None
+    assert unparsable.error.code == ErrorCode.NETWORK_ERROR
+    for error in (broken.error, unparsable.error):
+        everything += "".join(traceback.format_exception(error))
+        everything += "".join(f"{e!r} {e.args!r} {vars(e)!r}" for e in error_chain(error))
+        assert error.__cause__ is not None  # the transport's own error is kept
     assert SECRET not in everything
     assert "jane.secret@example.com" not in everything
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every exception it leads to through causes and contexts."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
 
 
 async def test_every_transport_sends_the_same_request() -> None:
@@ -450,16 +512,45 @@ async def test_every_transport_sends_the_same_request() -> None:
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+@pytest.mark.parametrize("with_scheme", [True, False], ids=["http-url", "host-port"])
 async def test_a_proxy_from_the_environment_is_used(
-    connect: Callable[..., AsyncTaapit], monkeypatch: pytest.MonkeyPatch, variable: str
+    connect: Callable[..., AsyncTaapit],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    with_scheme: bool,
 ) -> None:
+    for no_proxy in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(no_proxy, raising=False)
     async with ScriptedServer(OK_REPLY) as proxy:
-        monkeypatch.setenv(variable, proxy.url)
+        # "host:port" alone means an http:// proxy, as curl and httpx read it.
+        monkeypatch.setenv(variable, proxy.url if with_scheme else proxy.url[len("http://") :])
         async with connect(base_url="http://localhost:9") as taapit:
             result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
     assert result.success
     # A proxy gets the absolute URL in the request line.
     assert proxy.requests[0].startswith(b"POST http://localhost:9/api/events/lead HTTP/1.1")
+
+
+def test_the_aiohttp_transport_refuses_a_proxy_it_cannot_speak_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALL_PROXY", "socks5://jane:hunter2@127.0.0.1:1080")
+    with pytest.raises(ConfigurationError, match=r"ALL_PROXY names a socks5:// proxy") as caught:
+        AsyncTaapit(SECRET, transport="aiohttp")
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_an_encoding_aiohttp_cannot_decode_is_an_invalid_response() -> None:
+    # httpx reads an encoding it does not know as plain bytes; aiohttp refuses the reply.
+    reply = json_reply(b"\x28\xb5\x2f\xfd", extra_headers=b"Content-Encoding: zstd\r\n")
+    async with (
+        ScriptedServer(reply) as scripted,
+        AsyncTaapit(SECRET, base_url=scripted.url, transport="aiohttp") as taapit,
+    ):
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.INVALID_RESPONSE
+    assert result.attempts == 1
 
 
 @pytest.fixture
@@ -526,10 +617,15 @@ async def test_more_requests_than_shards_share_the_least_busy_ones() -> None:
 
 
 async def test_a_failed_request_gives_its_shard_back() -> None:
-    transport = httpx_transport(max_connections=1)
-    async with ScriptedServer(b"") as refusing:
+    transport = httpx_transport(max_connections=3)
+    pool = transport.client._transport
+    assert isinstance(pool, ShardedPool)
+    idle_before = list(pool._idle)
+    async with ScriptedServer(b"") as hanging_up:
         with pytest.raises(APIConnectionError):
-            await transport.post(f"{refusing.url}/api/events/lead", {}, b"{}")
+            await transport.post(f"{hanging_up.url}/api/events/lead", {}, b"{}")
+    assert pool._idle == idle_before  # the same shard is on top again, none is busy
+    assert set(pool._busy.values()) == {0}
     async with ScriptedServer(OK_REPLY) as scripted:
         reply = await transport.post(f"{scripted.url}/api/events/lead", {}, b"{}")
     await transport.aclose()
@@ -595,6 +691,8 @@ class ScriptedServer:
         self._busy = 0
         self._server: asyncio.Server | None = None
         self._closed = asyncio.Event()
+        #: Set once the first request has arrived.
+        self.received = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -625,6 +723,7 @@ class ScriptedServer:
         try:
             async for raw in _requests(reader):
                 self.requests.append(raw)
+                self.received.set()
                 self._busy += 1
                 self.most_at_once = max(self.most_at_once, self._busy)
                 try:

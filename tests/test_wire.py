@@ -192,3 +192,17 @@ def test_amount_is_a_json_number_in_currency_units(
 )
 def test_replies_are_read_leniently(body: bytes, expected: Reply) -> None:
     assert parse_reply(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"success": false, "error": "bad"}',  # UTF-8 with a byte order mark
+        '{"success": false, "error": "bad"}'.encode("utf-16"),
+        '{"success": false, "error": "bad"}'.encode("utf-32-le"),
+    ],
+    ids=["utf-8-bom", "utf-16", "utf-32"],
+)
+def test_a_reply_in_any_encoding_json_allows_is_read(body: bytes) -> None:
+    # A refusal must not read as an empty reply, which counts as delivered.
+    assert parse_reply(body) == Reply(success=False, error=ReplyError(message="bad"))
