@@ -1,8 +1,8 @@
 """One suite, every transport: the client over real TCP on 127.0.0.1.
 
-Each test runs once per transport (`TRANSPORTS`, a user's own ``http_client`` included):
-retries, timeouts, errors, idempotency
-keys and redaction must not depend on what carries the bytes. Most talk to the fake Taapit
+Each test runs once per transport (`TRANSPORTS`, a user's own ``http_client`` included;
+`SDK_OWNED` where closing is the point): retries, timeouts, errors, idempotency keys and
+redaction must not depend on what carries the bytes. Most talk to the fake Taapit
 API under a real uvicorn; what the fake cannot say (a redirect, a corrupt gzip body) comes
 from `ScriptedServer`, a few lines of asyncio that answer canned bytes.
 """
@@ -43,6 +43,8 @@ SECRET = "taapit_sk_live_do_not_log_me_8f3a2c"
 #: per-request headers and the user's pool, so it runs the whole suite too.
 OWN_CLIENT = "own-httpx-client"
 TRANSPORTS = ["httpx", "aiohttp", OWN_CLIENT]
+#: The transports whose connections the SDK owns (and closes): a user's client stays open.
+SDK_OWNED = ["httpx", "aiohttp"]
 #: Loggers each transport's library writes DEBUG records to.
 LIBRARY_LOGGERS = {
     "httpx": {"httpx", "httpcore"},
@@ -309,11 +311,10 @@ async def test_concurrency_is_bounded_by_max_in_flight(connect: Callable[..., As
         assert scripted.connections == 3
 
 
+@pytest.mark.parametrize("transport", SDK_OWNED)
 async def test_closing_the_client_closes_its_connections(
-    connect: Callable[..., AsyncTaapit], transport: str
+    connect: Callable[..., AsyncTaapit],
 ) -> None:
-    if transport == OWN_CLIENT:
-        pytest.skip("a user's own client stays open: see the test just below")
     async with ScriptedServer(OK_REPLY) as scripted:
         taapit = connect(base_url=scripted.url)
         await asyncio.gather(
@@ -327,11 +328,10 @@ async def test_closing_the_client_closes_its_connections(
         await scripted.wait_until_all_closed()
 
 
+@pytest.mark.parametrize("transport", SDK_OWNED)
 async def test_a_retry_after_closing_fails_instead_of_reconnecting(
-    connect: Callable[..., AsyncTaapit], transport: str
+    connect: Callable[..., AsyncTaapit],
 ) -> None:
-    if transport == OWN_CLIENT:
-        pytest.skip("a user's own client stays open, so its retries go on through it")
     async with ScriptedServer(OK_REPLY, delay=0.3) as scripted:
         taapit = connect(base_url=scripted.url, backoff_base=0.001, backoff_max=0.002)
         call = asyncio.create_task(
