@@ -17,6 +17,10 @@ One run does everything:
    targets and the machine facts (``--json PATH`` writes all of it to a file, which
    ``benchmarks/plot_transport.py`` draws).
 
+``--tls`` serves the fake over HTTPS instead (hypercorn, HTTP/1.1 or HTTP/2 by ALPN, a
+throwaway CA) and adds the SDK with ``http2=True``: what TLS costs each client, and whether
+HTTP/2 pays. The targets are judged on plain HTTP only.
+
 Run it with ``python benchmarks/bench_transport.py`` (``--help`` for the options), or
 ``nox -s bench``. See ``benchmarks/README.md`` for how to read the tables.
 """
@@ -68,7 +72,10 @@ CLIENT_LABELS: Final = {
     "sdk": "SDK",
     "sdk-aiohttp": 'SDK, transport="aiohttp"',
     "sdk-httpx-aiohttp": "SDK, http_client=httpx over aiohttp",
+    "sdk-http2": "SDK, http2=True",
 }
+#: Clients that need the fake served over TLS (httpx negotiates HTTP/2 only by ALPN).
+TLS_ONLY: Final = frozenset({"sdk-http2"})
 # The raw clients the ratio columns divide by: LiveResult attribute, client key, header.
 BASELINES: Final = (
     ("vs_requests", "requests", "÷ requests.post"),
@@ -76,7 +83,7 @@ BASELINES: Final = (
     ("vs_raw_aiohttp", "aiohttp", "÷ raw aiohttp"),
 )
 # The latency-bound run: the SDK on each transport, and raw aiohttp as the reference.
-LATENCY_CLIENTS: Final = ("aiohttp", "sdk", "sdk-httpx-aiohttp", "sdk-aiohttp")
+LATENCY_CLIENTS: Final = ("aiohttp", "sdk", "sdk-httpx-aiohttp", "sdk-aiohttp", "sdk-http2")
 NULL_LABELS: Final = {
     "raw": "raw httpx (per-request headers)",
     "raw-client-headers": "raw httpx (headers on the client)",
@@ -292,8 +299,13 @@ async def live_aiohttp(spec: LiveSpec) -> Measured:
         return await measure_async(send, spec)
 
 
-async def measure_sdk(taapit: AsyncTaapit, spec: LiveSpec) -> Measured:
-    """Time ``track.lead`` calls; an event counts only if it succeeded at the first attempt."""
+async def measure_sdk(
+    taapit: AsyncTaapit, spec: LiveSpec, check: Callable[[AsyncTaapit], None] | None = None
+) -> Measured:
+    """Time ``track.lead`` calls; an event counts only if it succeeded at the first attempt.
+
+    ``check`` looks at the client after the run, before it is closed.
+    """
     async with taapit:
 
         async def send(i: int) -> bool:
@@ -304,7 +316,10 @@ async def measure_sdk(taapit: AsyncTaapit, spec: LiveSpec) -> Measured:
                 print(f"event {i}: {result.error}", file=sys.stderr)
             return result.success and result.attempts == 1
 
-        return await measure_async(send, spec)
+        measured = await measure_async(send, spec)
+        if check is not None:
+            check(taapit)
+        return measured
 
 
 async def live_sdk(spec: LiveSpec) -> Measured:
@@ -333,6 +348,26 @@ async def live_sdk_httpx_aiohttp(spec: LiveSpec) -> Measured:
     async with httpx_over_aiohttp(mif) as client:
         taapit = AsyncTaapit(API_KEY, base_url=spec.url, max_in_flight=mif, http_client=client)
         return await measure_sdk(taapit, spec)
+
+
+async def live_sdk_http2(spec: LiveSpec) -> Measured:
+    """``AsyncTaapit(http2=True)`` over TLS, max_in_flight = the concurrency."""
+    mif = spec.max_in_flight or spec.concurrency
+    taapit = AsyncTaapit(API_KEY, base_url=spec.url, max_in_flight=mif, http2=True)
+    return await measure_sdk(taapit, spec, check=spoke_http2)
+
+
+def spoke_http2(taapit: AsyncTaapit) -> None:
+    """Fail the run unless its connections are HTTP/2 (no ALPN agreement falls back to 1.1).
+
+    Reads httpcore's pool through private attributes: a benchmark's check, not an API.
+    """
+    pool = taapit._transport.client._transport._pool  # type: ignore[attr-defined]
+    # info() reads "'https://host:port', HTTP/2, IDLE, Request Count: 9"
+    kinds = {connection.info().split(", ")[1] for connection in pool.connections}
+    if kinds != {"HTTP/2"}:
+        msg = f"expected HTTP/2 connections only, found {sorted(kinds)}"
+        raise RuntimeError(msg)
 
 
 def live_requests(spec: LiveSpec) -> Measured:
@@ -373,6 +408,7 @@ ASYNC_CLIENTS: Final[dict[str, Callable[[LiveSpec], Coroutine[Any, Any, Measured
     "sdk": live_sdk,
     "sdk-aiohttp": live_sdk_aiohttp,
     "sdk-httpx-aiohttp": live_sdk_httpx_aiohttp,
+    "sdk-http2": live_sdk_http2,
 }
 
 
@@ -558,20 +594,77 @@ class LiveResult:
         }
 
 
-class FakeServer:
-    """The fake Taapit API in its own process: ``python -m taapit_async fake-server``."""
+@dataclasses.dataclass
+class TLSFiles:
+    """A throwaway CA and a certificate for 127.0.0.1 that it signed, as PEM files."""
 
-    def __init__(self, http: str, latency: float) -> None:
+    ca: str
+    cert: str
+    key: str
+
+    @classmethod
+    def create(cls, directory: Path) -> TLSFiles:
+        """Write a new CA and server certificate under ``directory``."""
+        import trustme  # noqa: PLC0415 - the bench group's; only --tls needs it
+
+        ca = trustme.CA()
+        issued = ca.issue_cert("127.0.0.1")
+        files = cls(*(str(directory / name) for name in ("ca.pem", "cert.pem", "key.pem")))
+        ca.cert_pem.write_to_path(files.ca)
+        issued.private_key_pem.write_to_path(files.key)
+        for i, pem in enumerate(issued.cert_chain_pems):
+            pem.write_to_path(files.cert, append=i > 0)
+        return files
+
+    def trust(self) -> None:
+        """Make this process and its children trust the CA (httpx, aiohttp, ssl, requests)."""
+        os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = self.ca
+
+
+def serve_tls(port: int, latency: float, cert: str, key: str) -> None:
+    """The fake under hypercorn over TLS, HTTP/2 or HTTP/1.1 by ALPN (``--serve-tls``)."""
+    from hypercorn.asyncio import serve  # noqa: PLC0415 - the bench group's; only --tls
+    from hypercorn.config import Config  # noqa: PLC0415
+
+    from taapit_async.testing import FakeTaapit  # noqa: PLC0415
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile, config.keyfile = cert, key
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = None
+    # Hypercorn closes a connection after 1,000 requests by default; over HTTP/2 that GOAWAY
+    # fails every stream in flight (httpcore raises WriteError, the SDK retries them). Like
+    # uvicorn, keep connections for the whole run so the table compares clients, not that.
+    config.keep_alive_max_requests = 2**31
+    app = FakeTaapit(api_key=API_KEY, latency=latency)
+    asyncio.run(serve(app, config))  # type: ignore[arg-type]
+
+
+class FakeServer:
+    """The fake Taapit API in its own process: ``python -m taapit_async fake-server``.
+
+    With ``tls``, hypercorn serves it over HTTPS instead (uvicorn speaks no HTTP/2).
+    """
+
+    def __init__(self, http: str, latency: float, tls: TLSFiles | None = None) -> None:
         self.http = http
         self.latency = latency
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.kind = "hypercorn over TLS" if tls else f"uvicorn/{http}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        command = [
+            sys.executable, "-m", "taapit_async", "fake-server",
+            "--port", str(self.port), "--http", http, "--latency", str(latency),
+        ]  # fmt: skip
+        if tls is not None:
+            command = [
+                sys.executable, os.path.abspath(__file__), "--serve-tls", "--spec",
+                json.dumps([self.port, latency, tls.cert, tls.key]),
+            ]  # fmt: skip
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "taapit_async", "fake-server",
-                "--port", str(self.port), "--http", http, "--latency", str(latency),
-            ],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             preexec_fn=pinned("server"),  # noqa: PLW1509 - no threads in this parent yet
@@ -831,7 +924,7 @@ def print_live(results: Sequence[LiveResult], server: FakeServer, title: str = "
     print()
     print(
         f"== {title}{first.concurrency} in flight: {first.events:,} lead events per client "
-        f"(after {first.warmup} warm-up), fake API on uvicorn/{server.http}, "
+        f"(after {first.warmup} warm-up), fake API on {server.kind}, "
         f"latency {server.latency:g}s{repeats} =="
     )
     if ceiling is not None:
@@ -969,6 +1062,7 @@ def machine_facts(server_http: str) -> dict[str, Any]:
         },
         "aiohttp_c_parser": aiohttp_c_parser(),
         "server_http": server_http,
+        "server": f"uvicorn with {server_http}",
         "loadavg_at_start": os.getloadavg(),
     }
 
@@ -1003,7 +1097,7 @@ def print_facts(facts: dict[str, Any]) -> None:
     c_parser = facts.get("aiohttp_c_parser")
     if c_parser is not None:
         print(f"aiohttp's HTTP parser: {'C extension' if c_parser else 'pure Python'}")
-    print(f"Fake server: uvicorn with {facts['server_http']}, one process, asyncio loop")
+    print(f"Fake server: {facts['server']}, one process, asyncio loop")
 
 
 AIOHTTP_VS_RAW: Final = 0.8  # sdk-aiohttp events/s at least this share of raw aiohttp's
@@ -1137,8 +1231,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--clients",
         type=client_list,
-        default=list(CLIENT_LABELS),
-        help=f"live clients to run, of {','.join(CLIENT_LABELS)} (default: all)",
+        default=None,
+        help=f"live clients to run, of {','.join(CLIENT_LABELS)} (default: all; "
+        f"{','.join(sorted(TLS_ONLY))} only with --tls)",
     )
     parser.add_argument(
         "--http",
@@ -1181,7 +1276,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not pin the server and the clients to separate cores",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the fake over HTTPS (hypercorn: HTTP/1.1 or HTTP/2 by ALPN) with a "
+        "throwaway CA, and add the sdk-http2 client; no targets are judged",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument("--serve-tls", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("live", "null"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1191,6 +1293,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.skip_live = args.skip_null = True
     if args.latency_run_delay <= 0:
         parser.error("--latency-run-delay must be > 0")
+    if args.clients is None:
+        args.clients = [c for c in CLIENT_LABELS if args.tls or c not in TLS_ONLY]
+    elif not args.tls and TLS_ONLY & set(args.clients):
+        parser.error(f"{','.join(sorted(TLS_ONLY & set(args.clients)))} needs --tls")
     return args
 
 
@@ -1204,6 +1310,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker == "null":
         print(json.dumps(run_null_worker(NullSpec(**json.loads(args.spec)))))
         return 0
+    if args.serve_tls:
+        serve_tls(*json.loads(args.spec))
+        return 0
+    with tempfile.TemporaryDirectory() as scratch:
+        tls = TLSFiles.create(Path(scratch)) if args.tls else None
+        if tls is not None:
+            tls.trust()
+        return run(args, tls)
+
+
+def run(args: argparse.Namespace, tls: TLSFiles | None) -> int:
+    """The whole benchmark: live runs, the latency run, the null transport, the report."""
 
     command = shlex.join([sys.executable, *sys.argv])
     print(f"Command: {command}")
@@ -1214,6 +1332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin_cores()
     facts = machine_facts(http)
     facts["pinned"] = dict(PINNED)
+    if tls is not None:
+        facts["server"] = "hypercorn over TLS (HTTP/2 or HTTP/1.1 by ALPN)"
+        facts["versions"]["hypercorn"] = importlib.metadata.version("hypercorn")
     report: dict[str, Any] = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -1226,8 +1347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     live: list[LiveResult] = []
     if not args.skip_live:
-        with FakeServer(http, args.latency) as server:
-            print(f"Fake Taapit API: {server.url} (pid {server.pid}, uvicorn/{http})")
+        with FakeServer(http, args.latency, tls) as server:
+            print(f"Fake Taapit API: {server.url} (pid {server.pid}, {facts['server']})")
             for concurrency in args.concurrency:
                 variants = live_variants(concurrency, args.max_in_flight, args.clients)
                 results = run_live(server, args, concurrency, variants, args.events)
@@ -1238,7 +1359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     latency_run: list[LiveResult] = []
     variants = latency_variants(args.latency_run_in_flight, args.clients)
     if not args.skip_latency and variants:
-        with FakeServer(http, args.latency_run_delay) as server:
+        with FakeServer(http, args.latency_run_delay, tls) as server:
             print(f"Fake Taapit API: {server.url} (pid {server.pid}, latency {server.latency:g}s)")
             latency_run = run_live(
                 server, args, args.latency_run_in_flight, variants, args.latency_run_events
@@ -1266,9 +1387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_null(null_rows, args.null_iterations, args.null_repeats, null_raw["others_cpu_pct"])
         report["null"] = null_rows
         report["null_others_cpu_pct"] = null_raw["others_cpu_pct"]
-    targets = check_targets(live, latency_run, null_rows)
-    report["targets"] = targets
-    print_targets(targets)
+    if tls is None:
+        targets = check_targets(live, latency_run, null_rows)
+        report["targets"] = targets
+        print_targets(targets)
+    else:
+        print("\n(Targets are judged on plain HTTP: run without --tls.)")
     busy = [r for r in [*live, *latency_run] if r.other_cpu_pct > BUSY_PCT]
     busy_null = [v for v in report.get("null_others_cpu_pct", []) if v > BUSY_PCT]
     if busy or busy_null:

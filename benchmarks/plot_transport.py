@@ -140,8 +140,10 @@ def subtitle(report: dict[str, Any]) -> str:
     events = report["live"][0]["events"] if report["live"] else 0
     start = ", ".join(f"{v:.2f}" for v in machine["loadavg_at_start"])
     end = ", ".join(f"{v:.2f}" for v in report.get("loadavg_at_end", []))
+    # Figures written before --tls existed name only uvicorn's HTTP parser.
+    kind = machine.get("server", f"uvicorn with {machine['server_http']}")
     return (
-        f"fake Taapit API on uvicorn/{machine['server_http']} on 127.0.0.1, {events:,} events per "
+        f"fake Taapit API ({kind}) on 127.0.0.1, {events:,} events per "
         f"client and concurrency; fake server at most {server:.0f}% of a core; other processes "
         f"at most {others:.0f}% of a core; load average {start} at start, {end} at the end"
     )

@@ -8,6 +8,7 @@ and every aiohttp failure translated to the SDK's errors here.
 from __future__ import annotations
 
 import functools
+import re
 import urllib.request
 from collections.abc import Mapping
 
@@ -103,13 +104,13 @@ class AiohttpTransport:
                 raise InvalidResponseError(f"unreadable reply ({type(exc).__name__})") from exc
             raise APIConnectionError(f"{type(exc).__name__}: {exc}") from exc
         except aiohttp.ClientResponseError as exc:
-            unparsable = exc
+            # Not raised here: aiohttp's error would become the context of ours.
+            unparsable = _without_request(exc)
         except (aiohttp.ClientError, OSError) as exc:
             raise APIConnectionError(f"{type(exc).__name__}: {str(exc) or 'no detail'}") from exc
         else:
             return HTTPReply(status=status, body=content, retry_after=retry_after)
-        # Raised outside the handler, so that the aiohttp error is neither cause nor context.
-        raise _without_request(unparsable)
+        raise unparsable
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -121,6 +122,8 @@ class AiohttpTransport:
 
 #: The proxy schemes aiohttp can speak to.
 _PROXY_SCHEMES = frozenset({"http", "https"})
+#: What a URL scheme may look like (RFC 3986); anything else is not quoted back.
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
 def _env_proxies() -> dict[str, str]:
@@ -130,20 +133,30 @@ def _env_proxies() -> dict[str, str]:
     no error repeats them.
 
     Raises:
-        ConfigurationError: A proxy this transport cannot use (SOCKS, say).
+        ConfigurationError: A proxy this transport cannot use (SOCKS, say), or no URL at all.
     """
     proxies = {}
     for scheme, value in urllib.request.getproxies().items():
         if scheme not in {"http", "https", "all"} or not value:
             continue
+        variable = f"{scheme.upper()}_PROXY"
         proxy = value if "://" in value else f"http://{value}"
         proxy_scheme = proxy.partition("://")[0].lower()
-        if proxy_scheme not in _PROXY_SCHEMES:
+        if _SCHEME.fullmatch(proxy_scheme) and proxy_scheme not in _PROXY_SCHEMES:
             raise ConfigurationError(
-                f"{scheme.upper()}_PROXY names a {proxy_scheme}:// proxy, which the aiohttp "
-                "transport cannot use: give an http:// or https:// proxy, or use the default "
+                f"{variable} names a {proxy_scheme}:// proxy, which the aiohttp transport "
+                "cannot use: give an http:// or https:// proxy, or use the default "
                 "transport (httpx; SOCKS needs `pip install httpx[socks]`)"
             )
+        try:
+            host = yarl.URL(proxy).host if proxy_scheme in _PROXY_SCHEMES else None
+        except ValueError:
+            host = None
+        if not host:
+            raise ConfigurationError(
+                f"{variable} (or {variable.lower()}) is not a proxy URL the aiohttp transport "
+                "can read: give http://[user:password@]host:port"
+            ) from None  # the parser's error may quote the value, credentials and all
         proxies[scheme] = proxy
     return proxies
 
@@ -174,9 +187,11 @@ def _without_request(exc: aiohttp.ClientResponseError) -> APIError:
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     """True when ``kind`` is somewhere in the chain of causes of ``exc``."""
+    seen = {id(exc)}
     cause = exc.__cause__
-    while cause is not None:
+    while cause is not None and id(cause) not in seen:  # a chain may loop back
         if isinstance(cause, kind):
             return True
+        seen.add(id(cause))
         cause = cause.__cause__
     return False

@@ -48,6 +48,7 @@ from ._errors import (
     RateLimitError,
     RejectedError,
     ServerError,
+    without_frames,
 )
 from ._models import (
     Customer,
@@ -796,7 +797,7 @@ class AsyncTaapit:
                 reply = await self._transport.post(url, headers, body)
         except APIError as exc:
             self._breaker.record(healthy=not exc.retryable, probe=probe)
-            return None, exc
+            return None, without_frames(exc)
         except Exception as exc:  # never raise into the caller
             self._breaker.release(probe)  # our bug says nothing about Taapit's health
             logger.exception("taapit %s: unexpected error while sending", kind)

@@ -43,7 +43,8 @@ class Deadlines:
         return task in self._expired
 
     def discard(self, task: asyncio.Task[Any]) -> None:
-        """Forget ``task``: its call is over."""
+        """Forget ``task``: its call is over (a no-op for a task it does not hold)."""
+        # Called from a `finally`: a KeyError there would replace the call's own outcome.
         self._calls.pop(task, None)
         if self._expired:
             self._expired.discard(task)

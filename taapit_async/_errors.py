@@ -34,6 +34,7 @@ them for those who prefer.
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
 __all__ = [
     "APIConnectionError",
@@ -59,7 +60,10 @@ __all__ = [
     "TaapitError",
     "ValidationError",
     "ValidationTypeError",
+    "without_frames",
 ]
+
+_Error = TypeVar("_Error", bound=BaseException)
 
 
 class ErrorCode(enum.StrEnum):
@@ -279,3 +283,21 @@ class InternalError(APIError):
     """An unexpected exception inside the SDK or a custom transport; a bug to report."""
 
     default_code = ErrorCode.INTERNAL_ERROR
+
+
+def without_frames(error: _Error) -> _Error:
+    """``error`` with the traceback dropped from it and from every exception it chains to.
+
+    The frames of a failed request hold its headers, the secret key among them, and an error
+    tracker that records local variables (Sentry does by default) would send them on. The
+    chain of exception types and messages stays, and says what went wrong.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) not in seen:
+            seen.add(id(current))
+            current.__traceback__ = None
+            todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return error

@@ -14,9 +14,12 @@ from ._support import BASE_URL, make_client
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own TAAPIT_* variables."""
+    """No test sees the developer's own TAAPIT_* variables, nor their proxies."""
     for name in ("TAAPIT_API_KEY", "TAAPIT_BASE_URL", "TAAPIT_ENABLED"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -202,6 +202,24 @@ async def test_replies_slower_than_the_timeout_end_as_a_timeout_error(
     assert result.error.code == ErrorCode.TIMEOUT
     assert result.attempts == 2
     assert elapsed < 1.5  # two attempts of 0.2 s each, not the server's 2 s
+
+
+async def test_a_name_lookup_that_hangs_ends_as_a_timeout_error(
+    connect: Callable[..., AsyncTaapit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def hung_dns(*args: object, **kwargs: object) -> NoReturn:
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    # Every transport resolves names through the loop (aiohttp's default resolver, anyio).
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", hung_dns)
+    async with connect(base_url="http://localhost:9", timeout=0.2, max_retries=0) as taapit:
+        started = time.monotonic()
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+        elapsed = time.monotonic() - started
+    assert result.error is not None
+    assert result.error.code == ErrorCode.TIMEOUT
+    assert elapsed < 1.5  # the connect timeout bounds the lookup, not the call's deadline
 
 
 async def test_retry_after_sets_the_pause_before_the_next_attempt(
@@ -458,9 +476,20 @@ async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
     for error in (broken.error, unparsable.error):
         everything += "".join(traceback.format_exception(error))
         everything += "".join(f"{e!r} {e.args!r} {vars(e)!r}" for e in error_chain(error))
+        # What an error tracker that captures local variables (Sentry's default) would see.
+        everything += "".join(frame_locals(error))
         assert error.__cause__ is not None  # the transport's own error is kept
     assert SECRET not in everything
     assert "jane.secret@example.com" not in everything
+
+
+def frame_locals(error: BaseException) -> Iterator[str]:
+    """The repr of every local variable of every frame the chain of ``error`` went through."""
+    for current in error_chain(error):
+        tb = current.__traceback__
+        while tb is not None:
+            yield from (f"{name}={value!r}" for name, value in tb.tb_frame.f_locals.items())
+            tb = tb.tb_next
 
 
 def error_chain(error: BaseException) -> Iterator[BaseException]:
@@ -519,8 +548,6 @@ async def test_a_proxy_from_the_environment_is_used(
     variable: str,
     with_scheme: bool,
 ) -> None:
-    for no_proxy in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(no_proxy, raising=False)
     async with ScriptedServer(OK_REPLY) as proxy:
         # "host:port" alone means an http:// proxy, as curl and httpx read it.
         monkeypatch.setenv(variable, proxy.url if with_scheme else proxy.url[len("http://") :])
@@ -538,6 +565,23 @@ def test_the_aiohttp_transport_refuses_a_proxy_it_cannot_speak_to(
     with pytest.raises(ConfigurationError, match=r"ALL_PROXY names a socks5:// proxy") as caught:
         AsyncTaapit(SECRET, transport="aiohttp")
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ALL_PROXY", "jane:hun://ter2@proxy.local:3128"),  # a password that looks like a scheme
+        ("HTTPS_PROXY", "http://jane:ter2@[::1"),  # an unclosed IPv6 host
+        ("http_proxy", "http://jane:ter2@"),  # no host
+    ],
+)
+def test_the_aiohttp_transport_names_an_unreadable_proxy_without_quoting_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=rf"(?i){variable} .*is not a proxy URL") as caught:
+        AsyncTaapit(SECRET, transport="aiohttp")
+    assert "ter2" not in "".join(traceback.format_exception(caught.value))
 
 
 async def test_an_encoding_aiohttp_cannot_decode_is_an_invalid_response() -> None:
