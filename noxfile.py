@@ -82,7 +82,7 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Throughput and CPU per event: the SDK on each transport, raw aiohttp/httpx, requests."""
-    install_groups(session, "bench", extras="[aiohttp]")
+    install_groups(session, "bench", "fast-server", extras="[aiohttp]")
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
 
 
@@ -93,7 +93,7 @@ def bench_plot(session: nox.Session) -> None:
     Writes benchmarks/transport.json and benchmarks/transport.png (the README shows both);
     ``nox -s bench_plot -- --repeats 3`` passes options to the benchmark.
     """
-    install_groups(session, "bench", "plot", extras="[aiohttp]")
+    install_groups(session, "bench", "fast-server", "plot", extras="[aiohttp]")
     results = "benchmarks/transport.json"
     session.run("python", "benchmarks/bench_transport.py", "--json", results, *session.posargs)
     session.run("python", "benchmarks/plot_transport.py", results)

@@ -647,16 +647,18 @@ class FakeServer:
     With ``tls``, hypercorn serves it over HTTPS instead (uvicorn speaks no HTTP/2).
     """
 
-    def __init__(self, http: str, latency: float, tls: TLSFiles | None = None) -> None:
+    def __init__(
+        self, http: str, latency: float, tls: TLSFiles | None = None, loop: str = "auto"
+    ) -> None:
         self.http = http
         self.latency = latency
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.kind = "hypercorn over TLS" if tls else f"uvicorn/{http}"
+        self.kind = "hypercorn over TLS" if tls else f"uvicorn/{http}/{server_loop(loop)}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         command = [
-            sys.executable, "-m", "taapit_async", "fake-server",
-            "--port", str(self.port), "--http", http, "--latency", str(latency),
+            sys.executable, "-m", "taapit_async", "fake-server", "--port", str(self.port),
+            "--http", http, "--loop", loop, "--latency", str(latency),
         ]  # fmt: skip
         if tls is not None:
             command = [
@@ -1034,7 +1036,14 @@ VERSIONS_SHOWN: Final = (
 )  # fmt: skip
 
 
-def machine_facts(server_http: str) -> dict[str, Any]:
+def server_loop(loop: str) -> str:
+    """The event loop uvicorn runs for ``--loop loop`` ("auto": uvloop when installed)."""
+    if loop == "auto":
+        return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return loop
+
+
+def machine_facts(server_http: str, loop: str = "auto") -> dict[str, Any]:
     """CPU, cores and the versions that decide the figures."""
     model = "unknown"
     with Path("/proc/cpuinfo").open() as cpuinfo:
@@ -1062,7 +1071,7 @@ def machine_facts(server_http: str) -> dict[str, Any]:
         },
         "aiohttp_c_parser": aiohttp_c_parser(),
         "server_http": server_http,
-        "server": f"uvicorn with {server_http}",
+        "server": f"uvicorn with {server_http}, {server_loop(loop)} loop",
         "loadavg_at_start": os.getloadavg(),
     }
 
@@ -1097,7 +1106,7 @@ def print_facts(facts: dict[str, Any]) -> None:
     c_parser = facts.get("aiohttp_c_parser")
     if c_parser is not None:
         print(f"aiohttp's HTTP parser: {'C extension' if c_parser else 'pure Python'}")
-    print(f"Fake server: {facts['server']}, one process, asyncio loop")
+    print(f"Fake server: {facts['server']}, one process")
 
 
 AIOHTTP_VS_RAW: Final = 0.8  # sdk-aiohttp events/s at least this share of raw aiohttp's
@@ -1242,6 +1251,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the fake server's HTTP parser (auto: httptools when installed)",
     )
     parser.add_argument(
+        "--server-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the fake server's event loop (auto: uvloop when installed); the clients "
+        "always run on asyncio's own",
+    )
+    parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds the fake adds, at --concurrency"
     )
     parser.add_argument(
@@ -1330,10 +1346,10 @@ def run(args: argparse.Namespace, tls: TLSFiles | None) -> int:
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     if not args.no_pin:
         pin_cores()
-    facts = machine_facts(http)
+    facts = machine_facts(http, args.server_loop)
     facts["pinned"] = dict(PINNED)
     if tls is not None:
-        facts["server"] = "hypercorn over TLS (HTTP/2 or HTTP/1.1 by ALPN)"
+        facts["server"] = "hypercorn over TLS (HTTP/2 or HTTP/1.1 by ALPN), asyncio loop"
         facts["versions"]["hypercorn"] = importlib.metadata.version("hypercorn")
     report: dict[str, Any] = {
         "command": command,
@@ -1347,7 +1363,7 @@ def run(args: argparse.Namespace, tls: TLSFiles | None) -> int:
     started = time.monotonic()
     live: list[LiveResult] = []
     if not args.skip_live:
-        with FakeServer(http, args.latency, tls) as server:
+        with FakeServer(http, args.latency, tls, args.server_loop) as server:
             print(f"Fake Taapit API: {server.url} (pid {server.pid}, {facts['server']})")
             for concurrency in args.concurrency:
                 variants = live_variants(concurrency, args.max_in_flight, args.clients)
@@ -1359,7 +1375,7 @@ def run(args: argparse.Namespace, tls: TLSFiles | None) -> int:
     latency_run: list[LiveResult] = []
     variants = latency_variants(args.latency_run_in_flight, args.clients)
     if not args.skip_latency and variants:
-        with FakeServer(http, args.latency_run_delay, tls) as server:
+        with FakeServer(http, args.latency_run_delay, tls, args.server_loop) as server:
             print(f"Fake Taapit API: {server.url} (pid {server.pid}, latency {server.latency:g}s)")
             latency_run = run_live(
                 server, args, args.latency_run_in_flight, variants, args.latency_run_events

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import signal
 import threading
 import time
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["FakeTaapitServer", "main"]
 
 HttpImplementation = Literal["auto", "h11", "httptools"]
+LoopImplementation = Literal["auto", "asyncio", "uvloop"]
 
 _POLL: Final = 0.005
 
@@ -83,6 +85,16 @@ else:
     _PROTOCOLS["httptools"] = _HttpToolsProtocol
 
 
+def _loop(loop: LoopImplementation) -> LoopImplementation:
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        msg = "the uvloop event loop is not installed: pip install uvloop"
+        raise ImportError(msg)
+    if loop not in {"auto", "asyncio", "uvloop"}:
+        msg = f"loop must be 'auto', 'asyncio' or 'uvloop', not {loop!r}"
+        raise ValueError(msg)
+    return loop
+
+
 def _protocol(http: HttpImplementation) -> type[asyncio.Protocol]:
     if http == "auto":
         # httptools parses several times faster than h11, which matters to benchmarks.
@@ -107,6 +119,8 @@ class FakeTaapitServer:
         port: The port; 0 for any free port.
         http: The HTTP implementation: ``"httptools"`` (fast, optional), ``"h11"``, or
             ``"auto"`` for httptools when it is installed.
+        loop: The event loop: ``"asyncio"``, ``"uvloop"`` (optional), or ``"auto"`` for
+            uvloop when it is installed (uvicorn's choice).
         log_level: uvicorn's log level.
         startup_timeout: Seconds `start` waits for the server to listen.
 
@@ -125,6 +139,7 @@ class FakeTaapitServer:
         host: str = "127.0.0.1",
         port: int = 0,
         http: HttpImplementation = "auto",
+        loop: LoopImplementation = "auto",
         log_level: str = "warning",
         startup_timeout: float = 10.0,
     ) -> None:
@@ -135,6 +150,7 @@ class FakeTaapitServer:
             host=host,
             port=port,
             http=_protocol(http),
+            loop=_loop(loop),
             lifespan="on",
             log_level=log_level,
             # None leaves the embedding process's logging alone (no dictConfig).
@@ -267,6 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--http", choices=("auto", "h11", "httptools"), default="auto", help="HTTP parser"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (auto: uvloop when installed)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -277,7 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except ValueError as exc:
         parser.error(str(exc))
-    server = FakeTaapitServer(fake, host=args.host, port=args.port, http=args.http)
+    try:
+        server = FakeTaapitServer(
+            fake, host=args.host, port=args.port, http=args.http, loop=args.loop
+        )
+    except ImportError as exc:
+        parser.error(str(exc))
 
     stop = threading.Event()
 

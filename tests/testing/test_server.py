@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taapit_async.testing import FakeTaapit, FakeTaapitServer
+from taapit_async.testing import FakeTaapit, FakeTaapitServer, _server
 from taapit_async.testing._server import main
 
 from ._bodies import (
@@ -297,10 +297,44 @@ def test_start_reports_a_port_already_in_use() -> None:
             served.start()
 
 
-@pytest.mark.skipif(HAS_HTTPTOOLS, reason="httptools is installed")
-def test_asking_for_a_missing_http_implementation_says_what_to_install() -> None:
+def test_asking_for_a_missing_http_implementation_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(_server._PROTOCOLS, "httptools", raising=False)
     with pytest.raises(ImportError, match="pip install httptools"):
         FakeTaapitServer(http="httptools")
+
+
+def without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make uvloop look not installed, whether it is or not."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else find_spec(name)
+    )
+
+
+def test_the_server_runs_on_the_event_loop_asked_for() -> None:
+    with FakeTaapitServer(loop="asyncio") as served:
+        reply = httpx.post(f"{served.url}{LEAD}", json=lead("on asyncio"), headers=AUTH)
+    assert reply.status_code == 200
+    assert served.fake.leads[0].customer.external_id == "on asyncio"
+
+
+def test_asking_for_uvloop_without_it_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    without_uvloop(monkeypatch)
+    with pytest.raises(ImportError, match="pip install uvloop"):
+        FakeTaapitServer(loop="uvloop")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--loop", "uvloop"])
+    assert exit_info.value.code == 2
+    assert "pip install uvloop" in capsys.readouterr().err
+
+
+def test_an_unknown_event_loop_is_refused() -> None:
+    with pytest.raises(ValueError, match="loop must be 'auto', 'asyncio' or 'uvloop', not 'trio'"):
+        FakeTaapitServer(loop="trio")  # type: ignore[arg-type]
 
 
 def test_without_uvicorn_the_server_names_the_extra_to_install(
