@@ -156,7 +156,7 @@ def _env_proxies() -> dict[str, str]:
             raise ConfigurationError(
                 f"{variable} (or {variable.lower()}) is not a proxy URL the aiohttp transport "
                 "can read: give http://[user:password@]host:port"
-            ) from None  # the parser's error may quote the value, credentials and all
+            )
         proxies[scheme] = proxy
     return proxies
 

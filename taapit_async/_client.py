@@ -48,6 +48,7 @@ from ._errors import (
     RateLimitError,
     RejectedError,
     ServerError,
+    traceback_text,
     without_frames,
 )
 from ._models import (
@@ -423,6 +424,14 @@ class AsyncTaapit:
         self.background = Background(self)
 
     def _new_transport(self) -> Transport:
+        try:
+            return self._open_transport()
+        except Exception as exc:  # noqa: BLE001 - raised again, without its frames
+            # Raised from here on: the frames below hold the headers (the API key) and
+            # maybe a proxy URL with its password, for error trackers to record.
+            raise without_frames(exc)  # noqa: B904 - the same error, its chain kept
+
+    def _open_transport(self) -> Transport:
         headers = {
             "Authorization": f"Bearer {self._settings.api_key}",
             "Content-Type": "application/json",
@@ -483,9 +492,13 @@ class AsyncTaapit:
 
     def __repr__(self) -> str:
         # The key is never shown, not even in part.
+        settings = getattr(self, "_settings", None)
+        if settings is None or not hasattr(self, "_closed"):
+            # Half built: error trackers repr the locals of a constructor that raised.
+            return "<AsyncTaapit not constructed>"
         state = "closed" if self._closed else "open"
-        enabled = "" if self._settings.enabled else ", enabled=False"
-        return f"<AsyncTaapit {state} base_url={self._settings.base_url!r}{enabled}>"
+        enabled = "" if settings.enabled else ", enabled=False"
+        return f"<AsyncTaapit {state} base_url={settings.base_url!r}{enabled}>"
 
     @property
     def base_url(self) -> str:
@@ -797,10 +810,14 @@ class AsyncTaapit:
                 reply = await self._transport.post(url, headers, body)
         except APIError as exc:
             self._breaker.record(healthy=not exc.retryable, probe=probe)
-            return None, without_frames(exc)
-        except Exception as exc:  # never raise into the caller
+            return None, exc
+        except Exception as exc:  # noqa: BLE001 - never raise into the caller; logged
             self._breaker.release(probe)  # our bug says nothing about Taapit's health
-            logger.exception("taapit %s: unexpected error while sending", kind)
+            # As text, not exc_info: the frames hold the headers (API key) and the body.
+            logger.error(
+                "taapit %s: unexpected error while sending (please report it)\n%s",
+                kind, traceback_text(exc),
+            )  # fmt: skip
             return None, InternalError(f"unexpected {type(exc).__name__} while sending")
         except BaseException:  # cancelled: no outcome to learn from
             self._breaker.release(probe)

@@ -18,7 +18,14 @@ from typing import Final
 import attrs
 
 from ._breaker import CircuitBreaker
-from ._errors import APIError, ErrorCode, InOutboxError, QueueFullError, ShutdownError
+from ._errors import (
+    APIError,
+    ErrorCode,
+    InOutboxError,
+    QueueFullError,
+    ShutdownError,
+    traceback_text,
+)
 from ._models import EventKind, TrackResult
 from ._outbox import ClaimedRow, Outbox, OutboxError, Settle
 
@@ -331,8 +338,11 @@ class OutboxQueue:
                     continue
                 await self._resolve_settled_elsewhere()
                 due = await self.outbox.next_due()
-            except OutboxError:
-                logger.exception("taapit: the outbox failed; retrying in %gs", OUTBOX_POLL_SECONDS)
+            except OutboxError as exc:
+                logger.error(
+                    "taapit: the outbox failed; retrying in %gs\n%s",
+                    OUTBOX_POLL_SECONDS, traceback_text(exc),
+                )  # fmt: skip
                 due = None
             finally:
                 breaker.release(probe)  # a probe with no row to send
@@ -350,8 +360,8 @@ class OutboxQueue:
             return
         try:
             gone = await self.outbox.settled_elsewhere(list(self._local))
-        except OutboxError:
-            logger.exception("taapit: cannot read the outbox; will look again")
+        except OutboxError as exc:
+            logger.error("taapit: cannot read the outbox; will look again\n%s", traceback_text(exc))
             return
         for row_id, dead_reason in gone.items():
             delivery = self._local.pop(row_id)

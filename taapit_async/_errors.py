@@ -34,6 +34,7 @@ them for those who prefer.
 from __future__ import annotations
 
 import enum
+import traceback
 from typing import TypeVar
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "TaapitError",
     "ValidationError",
     "ValidationTypeError",
-    "without_frames",
 ]
 
 _Error = TypeVar("_Error", bound=BaseException)
@@ -300,4 +300,17 @@ def without_frames(error: _Error) -> _Error:
             seen.add(id(current))
             current.__traceback__ = None
             todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+            if isinstance(current, BaseExceptionGroup):  # anyio's, one per address tried
+                todo += current.exceptions
     return error
+
+
+def traceback_text(error: BaseException) -> str:
+    """The traceback of ``error`` as text, to log without ``exc_info``.
+
+    A record with ``exc_info`` hands the frames themselves to every handler, and error
+    trackers (Sentry's logging integration) send their local variables: the request
+    headers with the API key, the bodies with customers' e-mails. The text keeps what a bug
+    report needs: where it failed and why.
+    """
+    return "".join(traceback.format_exception(error)).rstrip()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from ._currencies import currency_exponent
-from ._errors import TaapitError, ValidationError, ValidationTypeError
+from ._errors import TaapitError, ValidationError, ValidationTypeError, without_frames
 
 if TYPE_CHECKING:
     from typing import Self
@@ -396,6 +396,10 @@ class SaleEvent:
         )
 
 
+def _frameless(error: TaapitError | None) -> TaapitError | None:
+    return None if error is None else without_frames(error)
+
+
 @attrs.frozen
 class TrackResult:
     """What became of one event. Runtime failures land here instead of being raised.
@@ -403,7 +407,10 @@ class TrackResult:
     Attributes:
         success: True when Taapit accepted the event.
         error: None on success, else a ``TaapitError`` with ``code``, ``message``,
-            ``status_code`` and ``retryable``; ``str(error)`` reads well in a log.
+            ``status_code`` and ``retryable``; ``str(error)`` reads well in a log. Its
+            ``__cause__`` chain keeps the HTTP library's exceptions (type and message) but
+            no tracebacks: their frames hold the request's headers (the API key) and body,
+            which error trackers recording local variables would send on.
         status_code: The HTTP status of the last reply, None when there was none.
         attempts: How many HTTP requests were made (0 when nothing was sent).
         idempotency_key: The ``Idempotency-Key`` every attempt of this event carried.
@@ -416,7 +423,7 @@ class TrackResult:
     """
 
     success: bool
-    error: TaapitError | None = None
+    error: TaapitError | None = attrs.field(default=None, converter=_frameless)
     status_code: int | None = None
     attempts: int = 0
     idempotency_key: str | None = None
@@ -424,6 +431,9 @@ class TrackResult:
 
     def raise_for_error(self) -> Self:
         """Raise ``error`` if the event failed; return the result itself otherwise.
+
+        The traceback starts at this call: where the request failed inside the HTTP library
+        is not kept (see ``error``), only what failed, in the chain of causes.
 
         Example:
             >>> (await taapit.track.sale(...)).raise_for_error()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,3 +45,41 @@ async def served_in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
             yield http
+
+
+_TESTS = Path(__file__).parent
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every exception it leads to: causes, contexts, members of groups."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        if isinstance(current, BaseExceptionGroup):
+            todo += current.exceptions
+
+
+def frame_locals(error: BaseException) -> Iterator[str]:
+    """What an error tracker recording local variables would see of ``error``.
+
+    Every local variable of every frame the chain of ``error`` went through, as its repr
+    and, for mappings, item by item (a repr may hide what a tracker serializes). The
+    frames of the tests themselves are left out: they hold what the test fed in.
+    """
+    for current in error_chain(error):
+        tb = current.__traceback__
+        while tb is not None:
+            if Path(tb.tb_frame.f_code.co_filename).is_relative_to(_TESTS):
+                tb = tb.tb_next
+                continue
+            for name, value in tb.tb_frame.f_locals.items():
+                yield f"{name}={value!r}"
+                if isinstance(value, Mapping):
+                    yield from (f"{name}[{k!r}]={v!r}" for k, v in value.items())
+            tb = tb.tb_next

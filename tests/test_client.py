@@ -447,6 +447,10 @@ async def test_an_unexpected_exception_becomes_an_internal_error_result(
     assert isinstance(result.error, InternalError)
     assert result.error.code == ErrorCode.INTERNAL_ERROR
     assert "unexpected error while sending" in caplog.text
+    # The traceback is in the text, for a bug report; the frames, which hold the headers
+    # and the body, are not handed to log handlers (error trackers record their locals).
+    assert "RuntimeError: bug in a custom transport" in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
 
 
 async def test_failures_are_logged_as_warnings_with_code_and_attempts(

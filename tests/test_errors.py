@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -27,7 +28,9 @@ from taapit_async import (
     ValidationTypeError,
 )
 
-from ._support import make_client
+from ._support import error_chain, make_client
+
+_E = TypeVar("_E", bound=Exception)
 
 
 def test_the_tree_subclasses_the_matching_builtins() -> None:
@@ -97,3 +100,27 @@ async def test_a_failed_result_survives_pickling() -> None:
     clone = pickle.loads(pickle.dumps(result))
     assert isinstance(clone, TrackResult)
     assert repr(clone.error) == repr(result.error)
+
+
+def test_a_result_keeps_the_chain_of_its_error_but_no_frames() -> None:
+    def fail(exc: _E) -> _E:
+        """``exc``, raised and caught: with a traceback, as a transport's errors have."""
+        try:
+            raise exc
+        except Exception:
+            return exc
+
+    member = fail(OSError("connect to ::1 refused"))
+    group = fail(ExceptionGroup("every address failed", [member]))  # anyio's, say
+    cause = fail(httpx.ConnectError("all connection attempts failed"))
+    cause.__cause__ = group
+    error = APIConnectionError("ConnectError: all connection attempts failed")
+    error.__cause__ = cause
+    error = fail(error)
+    assert all(e.__traceback__ is not None for e in (member, group, cause, error))
+
+    result = TrackResult(success=False, error=error)
+
+    assert result.error is error
+    assert list(error_chain(error)) == [error, cause, group, member]
+    assert all(e.__traceback__ is None for e in error_chain(error))

@@ -36,6 +36,8 @@ from taapit_async import (
 from taapit_async._transport import HttpxTransport, ShardedPool, ssl_context
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
 
+from ._support import error_chain, frame_locals
+
 pytestmark = pytest.mark.server
 
 SECRET = "taapit_sk_live_do_not_log_me_8f3a2c"
@@ -207,7 +209,11 @@ async def test_replies_slower_than_the_timeout_end_as_a_timeout_error(
 async def test_a_name_lookup_that_hangs_ends_as_a_timeout_error(
     connect: Callable[..., AsyncTaapit], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    lookups: list[object] = []
+
     async def hung_dns(*args: object, **kwargs: object) -> NoReturn:
+        host = args[1]  # (loop, host, port, ...): bytes from anyio, str from aiohttp
+        lookups.append(host.decode() if isinstance(host, bytes) else host)
         await asyncio.sleep(60)
         raise AssertionError("unreachable")
 
@@ -220,6 +226,7 @@ async def test_a_name_lookup_that_hangs_ends_as_a_timeout_error(
     assert result.error is not None
     assert result.error.code == ErrorCode.TIMEOUT
     assert elapsed < 1.5  # the connect timeout bounds the lookup, not the call's deadline
+    assert lookups == ["localhost"]  # (aiodns, if installed, would not come this way)
 
 
 async def test_retry_after_sets_the_pause_before_the_next_attempt(
@@ -476,33 +483,12 @@ async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
     for error in (broken.error, unparsable.error):
         everything += "".join(traceback.format_exception(error))
         everything += "".join(f"{e!r} {e.args!r} {vars(e)!r}" for e in error_chain(error))
-        # What an error tracker that captures local variables (Sentry's default) would see.
+        # What an error tracker that records local variables (Sentry's default) would see.
         everything += "".join(frame_locals(error))
+        assert all(e.__traceback__ is None for e in error_chain(error))
         assert error.__cause__ is not None  # the transport's own error is kept
     assert SECRET not in everything
     assert "jane.secret@example.com" not in everything
-
-
-def frame_locals(error: BaseException) -> Iterator[str]:
-    """The repr of every local variable of every frame the chain of ``error`` went through."""
-    for current in error_chain(error):
-        tb = current.__traceback__
-        while tb is not None:
-            yield from (f"{name}={value!r}" for name, value in tb.tb_frame.f_locals.items())
-            tb = tb.tb_next
-
-
-def error_chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and every exception it leads to through causes and contexts."""
-    seen: set[int] = set()
-    todo = [error]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
 
 
 async def test_every_transport_sends_the_same_request() -> None:
@@ -565,6 +551,7 @@ def test_the_aiohttp_transport_refuses_a_proxy_it_cannot_speak_to(
     with pytest.raises(ConfigurationError, match=r"ALL_PROXY names a socks5:// proxy") as caught:
         AsyncTaapit(SECRET, transport="aiohttp")
     assert "hunter2" not in str(caught.value)
+    assert not any("hunter2" in local for local in frame_locals(caught.value))
 
 
 @pytest.mark.parametrize(
@@ -581,7 +568,15 @@ def test_the_aiohttp_transport_names_an_unreadable_proxy_without_quoting_it(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=rf"(?i){variable} .*is not a proxy URL") as caught:
         AsyncTaapit(SECRET, transport="aiohttp")
-    assert "ter2" not in "".join(traceback.format_exception(caught.value))
+    seen = "".join(traceback.format_exception(caught.value)) + "".join(frame_locals(caught.value))
+    assert "ter2" not in seen
+    # The frames of AsyncTaapit(...) itself hold the key as `api_key` (trackers scrub that
+    # name); none below it holds it under another name.
+    assert all(
+        SECRET not in local
+        for local in frame_locals(caught.value)
+        if not local.startswith("api_key=")
+    )
 
 
 async def test_an_encoding_aiohttp_cannot_decode_is_an_invalid_response() -> None:

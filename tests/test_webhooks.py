@@ -38,6 +38,8 @@ from taapit_async.webhooks import (
     with_tracking_id,
 )
 
+from ._support import frame_locals
+
 TID = "rLnWe1uz9t282v7g"
 OTHER_TID = "Zx9_other-visitor"
 INVALID_TIDS = ["", "has space", "<script>", "x" * 129, "caf\u00e9", "a\r\nSet-Cookie: x"]
@@ -671,6 +673,17 @@ def test_wrong_secret_is_refused() -> None:
     header = sign_stripe_payload(PAYLOAD, "whsec_someone_else", timestamp=NOW)
     with pytest.raises(WebhookSignatureError, match="signing secret"):
         verify_stripe_signature(PAYLOAD, header, SECRET, now=NOW)
+
+
+def test_a_refused_signature_leaves_no_key_or_valid_signature_in_the_frames() -> None:
+    # Error trackers record every frame's locals; they scrub a variable named `secret`.
+    header = sign_stripe_payload(PAYLOAD, "whsec_someone_else", timestamp=NOW)
+    with pytest.raises(WebhookSignatureError) as caught:
+        verify_stripe_signature(PAYLOAD, header, SECRET, now=NOW)
+    for local in frame_locals(caught.value):
+        if not local.startswith("secret="):
+            assert SECRET not in local
+            assert stripe_hmac(PAYLOAD, SECRET, NOW) not in local  # the valid signature
 
 
 def test_tampered_timestamp_is_refused() -> None:
