@@ -48,6 +48,7 @@ from ._errors import (
     RateLimitError,
     RejectedError,
     ServerError,
+    TaapitError,
     traceback_text,
     without_frames,
 )
@@ -428,7 +429,11 @@ class AsyncTaapit:
             return self._open_transport()
         except Exception as exc:  # noqa: BLE001 - raised again, without its frames
             # Raised from here on: the frames below hold the headers (the API key) and
-            # maybe a proxy URL with its password, for error trackers to record.
+            # maybe a proxy URL with its password, for error trackers to record. A bad
+            # setting or a missing extra says all in its message; anything else is a bug,
+            # whose place stays readable as text (file and line, no variables).
+            if not isinstance(exc, TaapitError | ImportError):
+                exc.add_note(f"Raised at (frames dropped):\n{traceback_text(exc)}")
             raise without_frames(exc)  # noqa: B904 - the same error, its chain kept
 
     def _open_transport(self) -> Transport:
@@ -819,9 +824,11 @@ class AsyncTaapit:
                 kind, traceback_text(exc),
             )  # fmt: skip
             return None, InternalError(f"unexpected {type(exc).__name__} while sending")
-        except BaseException:  # cancelled: no outcome to learn from
+        except BaseException as exc:  # noqa: BLE001 - cancelled: no outcome to learn from
             self._breaker.release(probe)
-            raise
+            # On its way through the caller's code (their own timeout): the frames below
+            # hold the headers, the API key among them, for error trackers to record.
+            raise exc.with_traceback(None)  # noqa: B904 - the same exception
         outcome = _read_reply(reply)
         if isinstance(outcome, APIError):
             outcome.retry_after = parse_retry_after(reply.retry_after)

@@ -410,7 +410,8 @@ class TrackResult:
             ``status_code`` and ``retryable``; ``str(error)`` reads well in a log. Its
             ``__cause__`` chain keeps the HTTP library's exceptions (type and message) but
             no tracebacks: their frames hold the request's headers (the API key) and body,
-            which error trackers recording local variables would send on.
+            which error trackers recording local variables would send on. Building a
+            result drops them from the error passed in, in place.
         status_code: The HTTP status of the last reply, None when there was none.
         attempts: How many HTTP requests were made (0 when nothing was sent).
         idempotency_key: The ``Idempotency-Key`` every attempt of this event carried.
@@ -433,11 +434,13 @@ class TrackResult:
         """Raise ``error`` if the event failed; return the result itself otherwise.
 
         The traceback starts at this call: where the request failed inside the HTTP library
-        is not kept (see ``error``), only what failed, in the chain of causes.
+        is not kept (see ``error``), only what failed, in the chain of causes. Nor is where
+        an earlier call raised it: a result is shared (``Delivery``, ``on_result``), and the
+        frames of one handler must not travel with the error into the next.
 
         Example:
             >>> (await taapit.track.sale(...)).raise_for_error()
         """
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)
         return self

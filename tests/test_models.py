@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import traceback
 from decimal import Decimal
 from typing import Any
 
@@ -311,3 +312,21 @@ def test_raise_for_error_raises_the_returned_error() -> None:
     with pytest.raises(ServerError) as info:
         result.raise_for_error()
     assert info.value is error
+
+
+def test_raise_for_error_twice_does_not_carry_the_first_callers_frames() -> None:
+    result = TrackResult(success=False, error=ServerError("down", status_code=503))
+
+    def first_handler() -> None:
+        order_secret = "card-4242"  # noqa: F841 - a local a tracker would record
+        result.raise_for_error()
+
+    def second_handler() -> None:
+        result.raise_for_error()
+
+    for handler in (first_handler, second_handler):
+        with pytest.raises(ServerError) as info:
+            handler()
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert [f.name for f in frames][-2:] == ["second_handler", "raise_for_error"]
+    assert "first_handler" not in [f.name for f in frames]

@@ -32,6 +32,7 @@ from taapit_async import (
     Customer,
     ErrorCode,
     _aiohttp,
+    _client,
 )
 from taapit_async._transport import HttpxTransport, ShardedPool, ssl_context
 from taapit_async.testing import FakeTaapit, FakeTaapitServer
@@ -204,6 +205,19 @@ async def test_replies_slower_than_the_timeout_end_as_a_timeout_error(
     assert result.error.code == ErrorCode.TIMEOUT
     assert result.attempts == 2
     assert elapsed < 1.5  # two attempts of 0.2 s each, not the server's 2 s
+
+
+async def test_a_callers_own_timeout_carries_no_frames_holding_the_key(
+    connect: Callable[..., AsyncTaapit], fake: FakeTaapit
+) -> None:
+    fake.delay_next(1, seconds=2.0)
+    async with connect() as taapit:
+        with pytest.raises(TimeoutError) as caught:
+            async with asyncio.timeout(0.2):
+                await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    # The cancellation came up through the HTTP library, whose frames held the headers.
+    assert not any(SECRET in local for local in frame_locals(caught.value))
+    assert isinstance(caught.value.__cause__, asyncio.CancelledError)
 
 
 async def test_a_name_lookup_that_hangs_ends_as_a_timeout_error(
@@ -577,6 +591,25 @@ def test_the_aiohttp_transport_names_an_unreadable_proxy_without_quoting_it(
         for local in frame_locals(caught.value)
         if not local.startswith("api_key=")
     )
+
+
+def test_a_bug_while_building_the_transport_keeps_its_place_as_text_not_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_transport(*args: object, **kwargs: object) -> NoReturn:
+        raise RuntimeError("a bug in the transport's constructor")
+
+    monkeypatch.setattr(_client, "HttpxTransport", broken_transport)
+    with pytest.raises(RuntimeError, match="a bug in the") as caught:
+        AsyncTaapit(SECRET)
+    below_the_call = caught.value.__traceback__
+    assert below_the_call is not None
+    # Only AsyncTaapit(...) and _new_transport remain; _open_transport's frame held the headers.
+    assert "_open_transport" not in [f.name for f in traceback.extract_tb(below_the_call)]
+    note = "\n".join(caught.value.__notes__)
+    assert "_open_transport" in note  # where it happened, for a bug report
+    assert "broken_transport" in note
+    assert SECRET not in note
 
 
 async def test_an_encoding_aiohttp_cannot_decode_is_an_invalid_response() -> None:
