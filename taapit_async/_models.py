@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -213,9 +213,20 @@ def _json_problem(value: object) -> str | None:
     One iterative pass instead of a trial ``json.dumps``: the wire encoder dumps the
     metadata once, when the body is built, and ``json.dumps`` would quietly turn int keys
     into strings, which would change what the caller gave.
+
+    Raises:
+        ValidationError: ``value`` holds more values than fit in ``MAX_METADATA_BYTES``, or
+            contains itself.
     """
     stack = [value]
+    # Every JSON value takes a byte at least, so more values than the cap's bytes cannot
+    # fit: stop there, or a container holding itself would keep this loop (and the event
+    # loop it runs on) busy forever, and shared lists that double at each level nearly so.
+    budget = MAX_METADATA_BYTES
     while stack:
+        budget -= 1
+        if budget < 0:
+            raise _too_many_values(value)
         item = stack.pop()
         if isinstance(item, _JSON_SCALARS):
             continue
@@ -232,6 +243,50 @@ def _json_problem(value: object) -> str | None:
         else:
             return f"{type(item).__name__} is not a JSON type"
     return None
+
+
+def _too_many_values(value: object) -> ValidationError:
+    """The error for metadata with more values than fit in its cap: a cycle, or size."""
+    if _contains_itself(value):
+        return ValidationError(
+            "metadata contains itself (a dict or list inside it is one of its own parents), "
+            "so it has no JSON form: pass a copy without the loop"
+        )
+    return ValidationError(
+        f"metadata holds more than {MAX_METADATA_BYTES} values, more than fit in the "
+        f"{MAX_METADATA_BYTES} bytes allowed: keep only what you need to analyse conversions"
+    )
+
+
+def _contains_itself(value: object) -> bool:
+    """True when a dict, list or tuple in ``value`` holds itself, at any depth.
+
+    Depth first, each container once: met again while still open, it is its own ancestor;
+    met again once closed, it is only shared (which JSON allows).
+    """
+    open_ids: set[int] = set()
+    closed_ids: set[int] = set()
+    stack: list[tuple[object, bool]] = [(value, False)]
+    while stack:
+        item, leaving = stack.pop()
+        if leaving:
+            open_ids.discard(id(item))
+            closed_ids.add(id(item))
+            continue
+        if id(item) in open_ids:
+            return True
+        if id(item) in closed_ids:
+            continue
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        open_ids.add(id(item))
+        stack.append((item, True))
+        stack.extend((child, False) for child in children)
+    return False
 
 
 def _check_metadata(_instance: object, _attribute: object, value: Any) -> None:

@@ -261,6 +261,40 @@ def test_metadata_keys_must_be_str_at_every_depth(metadata: dict[Any, Any]) -> N
         lead(metadata=metadata)
 
 
+def _loop_in_a_dict() -> dict[str, Any]:
+    metadata: dict[str, Any] = {"plan": "pro"}
+    metadata["self"] = metadata
+    return metadata
+
+
+def _loop_deep_in_a_list() -> dict[str, Any]:
+    inner: list[Any] = ["a", {"b": 1}]
+    inner[1]["back"] = inner
+    return {"items": [inner]}
+
+
+@pytest.mark.parametrize("metadata", [_loop_in_a_dict(), _loop_deep_in_a_list()])
+def test_metadata_that_contains_itself_is_refused_not_walked_forever(
+    metadata: dict[str, Any],
+) -> None:
+    with pytest.raises(ValidationError, match="metadata contains itself"):
+        lead(metadata=metadata)
+
+
+def test_metadata_that_doubles_at_each_level_is_refused_before_it_is_expanded() -> None:
+    shared: list[Any] = ["x"]
+    for _ in range(60):  # 2**60 values once expanded, from 60 small lists
+        shared = [shared, shared]
+    with pytest.raises(ValidationError, match=r"more than 16384 values, more than fit"):
+        lead(metadata={"tree": shared})
+
+
+def test_metadata_sharing_one_list_in_two_places_is_json_and_accepted() -> None:
+    tags = ["spring", "promo"]
+    event = lead(metadata={"tags": tags, "again": {"tags": tags}})
+    assert b'"again":{"tags":["spring","promo"]}' in encode_event(event)
+
+
 @pytest.mark.parametrize("metadata", [["a"], "text", 3])
 def test_metadata_must_be_a_mapping(metadata: object) -> None:
     with pytest.raises(ValidationTypeError, match="metadata must be a mapping"):
