@@ -95,8 +95,6 @@ class AiohttpTransport:
                 allow_redirects=False,
             ) as response:
                 content = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After") if status >= 400 else None
         except TimeoutError as exc:  # aiohttp's timeouts subclass it (asyncio's is an alias)
             raise APITimeoutError(f"no reply in time ({type(exc).__name__})") from exc
         except aiohttp.ClientPayloadError as exc:
@@ -109,7 +107,7 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError) as exc:
             raise APIConnectionError(f"{type(exc).__name__}: {str(exc) or 'no detail'}") from exc
         else:
-            return HTTPReply(status=status, body=content, retry_after=retry_after)
+            return HTTPReply(status=response.status, headers=response.headers, body=content)
         raise unparsable
 
     async def aclose(self) -> None:

@@ -389,6 +389,9 @@ class AsyncTaapit:
         self._gate = asyncio.Semaphore(self._settings.max_in_flight)
         self._deadlines = Deadlines()
         self._fork_generation = _ForkState.generation
+        # Set in a forked child when the connections are a user's (not ours to rebuild):
+        # from then on, every call there is refused, not only the first.
+        self._inherited_user_client = False
         self._urls: Final[dict[EventKind, str]] = {
             "lead": self._settings.lead_url,
             "sale": self._settings.sale_url,
@@ -472,7 +475,8 @@ class AsyncTaapit:
         self._fork_generation = _ForkState.generation
         _ForkState.inherited.append((self._transport, self._queue, self._outbox))
         if self._user_client is not None:
-            return True  # not ours to rebuild: _check_usable says what to do
+            self._inherited_user_client = True  # not ours to rebuild: _check_usable says so
+            return True
         self._transport = self._new_transport()
         self._gate = asyncio.Semaphore(self._settings.max_in_flight)
         self._deadlines = Deadlines()
@@ -570,8 +574,8 @@ class AsyncTaapit:
             True when the queue drained, False when the timeout came first.
         """
         self._forked()
-        if self._queue is None:
-            return True
+        if self._queue is None or self._inherited_user_client:
+            return True  # (a parent's queue is the parent's to drain: nothing of this process)
         return await self._queue.flush(timeout)
 
     async def aclose(self) -> None:
@@ -584,7 +588,8 @@ class AsyncTaapit:
         if self._closed:
             return
         self._closed = True
-        if self._forked() and self._user_client is not None:
+        self._forked()
+        if self._inherited_user_client:
             return  # the parent's connections: not this process's to close
         if self._queue is not None:
             abandoned = await self._queue.aclose(self._drain_timeout)
@@ -597,7 +602,8 @@ class AsyncTaapit:
         await self._transport.aclose()
 
     def _check_usable(self) -> None:
-        if self._forked() and self._user_client is not None:
+        self._forked()
+        if self._inherited_user_client:
             raise ClientStateError(
                 "this AsyncTaapit client was created before the process forked, with your own "
                 "http_client, whose connections the parent still uses: create the client (and "
@@ -831,7 +837,9 @@ class AsyncTaapit:
             raise exc.with_traceback(None)  # noqa: B904 - the same exception
         outcome = _read_reply(reply)
         if isinstance(outcome, APIError):
-            outcome.retry_after = parse_retry_after(reply.retry_after)
+            # Only a refusal (4xx, 5xx) can ask for a pause.
+            if reply.status >= 400:
+                outcome.retry_after = parse_retry_after(reply.retry_after)
             self._breaker.record(
                 healthy=not outcome.retryable, probe=probe, pause=outcome.retry_after
             )
@@ -869,6 +877,18 @@ class _Counts:
 
 def _transport_name(transport: object, *, http_client: object, http2: bool) -> str:
     if transport == "httpx":
+        if http2 and http_client is not None:
+            raise ConfigurationError(
+                "http2=True configures the client the SDK builds, and http_client is your own: "
+                "drop http2=True and build yours with httpx.AsyncClient(http2=True)"
+            )
+        if http2:
+            try:
+                import h2  # noqa: F401, PLC0415 (an optional extra)
+            except ImportError:
+                raise ConfigurationError(
+                    "http2=True needs the h2 package: pip install 'taapit-async[http2]'"
+                ) from None
         return transport
     if transport != "aiohttp":
         raise ConfigurationError(

@@ -205,6 +205,8 @@ def _unknown_customer_key(key: object) -> str:
 
 
 _JSON_SCALARS: Final = (str, int, bool, type(None))
+#: The scalar types themselves, found by one set lookup (subclasses go the isinstance way).
+_PLAIN_SCALARS: Final = frozenset(_JSON_SCALARS)
 
 
 def _json_problem(value: object) -> str | None:
@@ -224,21 +226,26 @@ def _json_problem(value: object) -> str | None:
     # loop it runs on) busy forever, and shared lists that double at each level nearly so.
     budget = MAX_METADATA_BYTES
     while stack:
-        budget -= 1
-        if budget < 0:
-            raise _too_many_values(value)
         item = stack.pop()
         if isinstance(item, _JSON_SCALARS):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
                 return f"{item!r} is not a JSON number"
-        elif isinstance(item, Mapping):
+            continue
+        if isinstance(item, Mapping):
+            budget -= len(item)
+            if budget < 0:
+                raise _too_many_values(value)
             for key, child in item.items():
                 if not isinstance(key, str):
                     return f"key {key!r} is not a str"
-                stack.append(child)
+                if type(child) not in _PLAIN_SCALARS:  # most values: no second look
+                    stack.append(child)
         elif isinstance(item, list | tuple):
+            budget -= len(item)
+            if budget < 0:
+                raise _too_many_values(value)
             stack.extend(item)
         else:
             return f"{type(item).__name__} is not a JSON type"

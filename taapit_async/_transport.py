@@ -16,7 +16,13 @@ from typing import Protocol
 import attrs
 import httpx
 
-from ._errors import APIConnectionError, APITimeoutError, InvalidResponseError, ShutdownError
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    InvalidResponseError,
+    ShutdownError,
+)
 
 __all__ = ["CLOSED_WHILE_SENDING", "HTTPReply", "HttpxTransport", "Transport", "ssl_context"]
 
@@ -26,11 +32,20 @@ CLOSED_WHILE_SENDING = "the client was closed while this event was being sent"
 
 @attrs.frozen
 class HTTPReply:
-    """What the SDK needs of an HTTP reply."""
+    """One HTTP reply, whatever carried it: its status, headers and whole body.
+
+    ``headers`` is the HTTP library's own mapping, read case-insensitively (httpx's
+    ``Headers``, aiohttp's ``CIMultiDictProxy``): handing it over copies nothing.
+    """
 
     status: int
+    headers: Mapping[str, str]
     body: bytes
-    retry_after: str | None = None
+
+    @property
+    def retry_after(self) -> str | None:
+        """The ``Retry-After`` header, when the reply has one."""
+        return self.headers.get("retry-after")
 
 
 class Transport(Protocol):
@@ -82,9 +97,9 @@ class ShardedPool(httpx.AsyncBaseTransport):
     """Many one-connection httpx pools, each request taking an idle one.
 
     httpcore's pool walks all of its connections and queued requests under a lock for
-    every request, so its cost per request grows with the pool: at 32 in flight a single
-    pool of 32 spent about three times the CPU per request of this one (see the README's
-    Performance).
+    every request, so its cost per request grows with the pool: at 32 in flight raw httpx
+    on a single pool of 32 spent about three times the CPU per event of the SDK on this one
+    (see the README's Performance).
     A pool of one connection has nothing to walk. The SDK's gate admits at most ``size``
     requests at once, so an idle shard is always there; beyond that, a request joins the
     least busy shard's queue rather than failing.
@@ -127,8 +142,41 @@ class ShardedPool(httpx.AsyncBaseTransport):
 
 
 def _proxy_from_environment() -> bool:
-    """True when ``HTTP(S)_PROXY``/``ALL_PROXY`` is set: httpx then routes through it."""
-    return any(scheme != "no" for scheme in urllib.request.getproxies())
+    """True when ``HTTP(S)_PROXY``/``ALL_PROXY`` is set: httpx then routes through it.
+
+    Only those: httpx ignores the rest (``FTP_PROXY``, say), and so does this check, or one
+    unrelated variable would cost the tuned pool.
+    """
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
+def _translated(exc: httpx.RequestError) -> APIError:
+    """The SDK's error for httpx's, chained to a copy of it without the request."""
+    name = type(exc).__name__
+    error: APIError
+    if isinstance(exc, httpx.TimeoutException):
+        error = APITimeoutError(f"no reply in time ({name})")
+    elif isinstance(exc, httpx.DecodingError | httpx.TooManyRedirects):
+        error = InvalidResponseError(f"unreadable reply ({name})")
+    else:
+        error = APIConnectionError(f"{name}: {exc}")
+    error.__cause__ = _detached(exc)
+    return error
+
+
+def _detached(exc: httpx.RequestError) -> httpx.RequestError:
+    """A copy of httpx's error without its ``request``, to chain under the SDK's error.
+
+    The request holds the headers, the API key among them, and the result's error keeps
+    its cause for the caller to read; the copy keeps the type, message and cause.
+    """
+    try:
+        copy = type(exc)(str(exc))
+    except Exception:  # noqa: BLE001 - a subclass (a custom transport's) with its own init
+        copy = httpx.RequestError(f"{type(exc).__name__}: {exc}")
+    copy.__cause__ = exc.__cause__
+    return copy
 
 
 class HttpxTransport:
@@ -207,12 +255,10 @@ class HttpxTransport:
                     timeout=self._timeout,
                     follow_redirects=False,
                 )
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError(f"no reply in time ({type(exc).__name__})") from exc
-        except (httpx.DecodingError, httpx.TooManyRedirects) as exc:
-            raise InvalidResponseError(f"unreadable reply ({type(exc).__name__})") from exc
         except httpx.RequestError as exc:
-            raise APIConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            # Raised below, outside this block, so that httpx's error (its `.request` holds
+            # the headers, the API key among them) is not our error's context either.
+            failure = _translated(exc)
         except RuntimeError:  # httpx's word for a closed client
             if not self._client.is_closed:
                 raise
@@ -222,13 +268,11 @@ class HttpxTransport:
                 "your http_client was closed while AsyncTaapit still used it: close it only "
                 "after the AsyncTaapit client"
             ) from None
-        status = response.status_code
-        return HTTPReply(
-            status=status,
-            body=response.content,
-            # Only a refusal can ask for a pause; skip the header scan on the common path.
-            retry_after=response.headers.get("retry-after") if status >= 400 else None,
-        )
+        else:
+            return HTTPReply(
+                status=response.status_code, headers=response.headers, body=response.content
+            )
+        raise failure
 
     async def aclose(self) -> None:
         """Close the pool if this transport built it."""

@@ -632,6 +632,10 @@ def test_malformed_base_urls_are_refused(url: str, message: str) -> None:
         ({"transport": "requests"}, "transport must be 'httpx' \\(the default\\) or 'aiohttp'"),
         ({"transport": "aiohttp", "http2": True}, "speaks HTTP/1.1 only: drop http2=True"),
         (
+            {"http2": True, "http_client": httpx.AsyncClient()},
+            r"drop http2=True and build yours with httpx.AsyncClient\(http2=True\)",
+        ),
+        (
             {"transport": "aiohttp", "http_client": httpx.AsyncClient()},
             "http_client is an httpx client, so it needs transport='httpx'",
         ),
@@ -648,6 +652,12 @@ def test_the_aiohttp_transport_without_aiohttp_says_what_to_install(
     monkeypatch.setitem(sys.modules, "aiohttp", None)  # import aiohttp now raises
     with pytest.raises(ConfigurationError, match=r"pip install 'taapit-async\[aiohttp\]'"):
         AsyncTaapit(API_KEY, transport="aiohttp")
+
+
+def test_http2_without_h2_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "h2", None)  # import h2 now raises
+    with pytest.raises(ConfigurationError, match=r"pip install 'taapit-async\[http2\]'"):
+        AsyncTaapit(API_KEY, http2=True)
 
 
 def test_api_key_of_the_wrong_type_is_refused() -> None:

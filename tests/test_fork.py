@@ -113,7 +113,32 @@ async def test_a_forked_child_sends_its_own_events_and_never_the_parents(
 async def test_a_users_own_http_client_across_a_fork_is_refused_plainly() -> None:
     taapit = AsyncTaapit("taapit_sk_test", http_client=httpx.AsyncClient())
     taapit._fork_generation -= 1  # as if created before the fork this process came from
-    with pytest.raises(ClientStateError, match="before the process forked") as caught:
-        await taapit.track.lead(tracking_id=TID, customer={"external_id": "u"})
-    assert caught.value.code == ErrorCode.FORKED
+    for _ in range(2):  # every call, not only the first
+        with pytest.raises(ClientStateError, match="before the process forked") as caught:
+            await taapit.track.lead(tracking_id=TID, customer={"external_id": "u"})
+        assert caught.value.code == ErrorCode.FORKED
     await taapit.aclose()  # leaves the parent's connections alone
+
+
+async def test_flush_in_a_forked_child_does_not_wait_for_the_parents_queue() -> None:
+    reply = asyncio.Event()
+
+    async def answer_when_told(request: httpx.Request) -> httpx.Response:
+        await reply.wait()
+        return httpx.Response(200, json={"success": True})
+
+    own = httpx.AsyncClient(transport=httpx.MockTransport(answer_when_told))
+    taapit = AsyncTaapit("taapit_sk_test", http_client=own)
+    await taapit.background.lead(tracking_id=TID, customer={"external_id": "u"})
+    parents_queue = taapit._queue
+    assert parents_queue is not None
+    taapit._fork_generation -= 1  # forked while the parent's event is on the wire
+
+    assert await asyncio.wait_for(taapit.flush(), 1)  # nothing of this process to wait for
+    await taapit.aclose()
+    assert not own.is_closed  # the user's client is the parent's too
+
+    reply.set()  # what the parent would see: its own event delivered
+    assert await parents_queue.flush(5)
+    await parents_queue.aclose(1)
+    await own.aclose()

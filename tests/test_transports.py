@@ -502,6 +502,13 @@ async def test_the_secret_and_emails_stay_out_of_debug_logs_and_errors(
     for error in (broken.error, unparsable.error):
         everything += "".join(traceback.format_exception(error))
         everything += "".join(f"{e!r} {e.args!r} {vars(e)!r}" for e in error_chain(error))
+        # A request kept on an error (httpx's `.request`) hides its headers from repr().
+        everything += "".join(
+            repr(dict(value.headers))
+            for e in error_chain(error)
+            for value in vars(e).values()
+            if hasattr(value, "headers")
+        )
         # What an error tracker that records local variables (Sentry's default) would see.
         everything += "".join(frame_locals(error))
         assert all(e.__traceback__ is None for e in error_chain(error))
@@ -543,6 +550,25 @@ async def test_every_transport_sends_the_same_request() -> None:
         # Only the transport's own bookkeeping may differ.
         shared = set(headers) - {"accept-encoding", "connection"}
         assert shared == set(first[1]) - {"accept-encoding", "connection"}, name
+
+
+async def test_every_transport_hands_back_status_headers_and_body() -> None:
+    body = b'{"success": true, "eventId": "evt_1"}'
+    reply_bytes = json_reply(body, extra_headers=b"X-Request-Id: req_42\r\nRetry-After: 7\r\n")
+    own_clients: list[httpx.AsyncClient] = []
+    for name in TRANSPORTS:
+        async with (
+            ScriptedServer(reply_bytes) as scripted,
+            new_client(name, own_clients, base_url=scripted.url) as taapit,
+        ):
+            reply = await taapit._transport.post(f"{scripted.url}/api/events/lead", {}, b"{}")
+        assert reply.status == 200, name
+        assert reply.body == body, name
+        assert reply.headers.get("x-request-id") == "req_42", name  # any case reads
+        assert reply.headers.get("X-Request-ID") == "req_42", name
+        assert reply.retry_after == "7", name
+    for own in own_clients:
+        await own.aclose()
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
@@ -710,6 +736,28 @@ async def test_a_failed_request_gives_its_shard_back() -> None:
     assert scripted.connections == 1
 
 
+async def test_an_httpx_error_is_chained_without_its_request_even_a_custom_one() -> None:
+    class ProxyRefused(httpx.ConnectError):
+        def __init__(self, message: str, code: int, *, request: httpx.Request) -> None:
+            super().__init__(f"{message} ({code})", request=request)
+
+    def refuse(request: httpx.Request) -> NoReturn:
+        raise ProxyRefused("the proxy said no", 407, request=request)
+
+    own = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    async with AsyncTaapit(SECRET, http_client=own, max_retries=0) as taapit:
+        result = await taapit.track.lead(tracking_id="t1", customer={"external_id": "u"})
+    await own.aclose()
+    assert result.error is not None
+    assert result.error.code == ErrorCode.NETWORK_ERROR
+    cause = result.error.__cause__
+    assert isinstance(cause, httpx.RequestError)
+    assert "ProxyRefused: the proxy said no (407)" in str(cause)
+    assert result.error.__context__ is None
+    with pytest.raises(RuntimeError):  # httpx's word for "no request on this error"
+        cause.request  # noqa: B018
+
+
 def test_http2_and_environment_proxies_keep_httpxs_own_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -718,6 +766,8 @@ def test_http2_and_environment_proxies_keep_httpxs_own_pool(
     assert not httpx_transport().sharded
     monkeypatch.delenv("HTTPS_PROXY")
     monkeypatch.setenv("NO_PROXY", "*")  # no proxy at all: only where not to use one
+    assert httpx_transport().sharded
+    monkeypatch.setenv("FTP_PROXY", "http://127.0.0.1:9")  # httpx ignores it: so does the pool
     assert httpx_transport().sharded
 
 
