@@ -1,6 +1,7 @@
 """One suite, every transport: the client over real TCP on 127.0.0.1.
 
-Each test runs once per transport (`TRANSPORTS`, a user's own ``http_client`` included;
+Each test runs once per transport (`TRANSPORTS`: a user's own ``http_client`` and
+``http2=True``, on httpx's own pool, included;
 `SDK_OWNED` where closing is the point): retries, timeouts, errors, idempotency keys and
 redaction must not depend on what carries the bytes. Most talk to the fake Taapit
 API under a real uvicorn; what the fake cannot say (a redirect, a corrupt gzip body) comes
@@ -46,14 +47,18 @@ SECRET = "taapit_sk_live_do_not_log_me_8f3a2c"
 #: A user's own httpx client (``http_client=``) rides on the httpx transport, but with
 #: per-request headers and the user's pool, so it runs the whole suite too.
 OWN_CLIENT = "own-httpx-client"
-TRANSPORTS = ["httpx", "aiohttp", OWN_CLIENT]
+#: ``http2=True``: httpx's own pool instead of the SDK's shards (plain http:// URLs, as
+#: here, still speak HTTP/1.1: HTTP/2 is negotiated over TLS; see the TLS tests below).
+HTTP2 = "httpx-http2"
+TRANSPORTS = ["httpx", "aiohttp", OWN_CLIENT, HTTP2]
 #: The transports whose connections the SDK owns (and closes): a user's client stays open.
-SDK_OWNED = ["httpx", "aiohttp"]
+SDK_OWNED = ["httpx", "aiohttp", HTTP2]
 #: Loggers each transport's library writes DEBUG records to.
 LIBRARY_LOGGERS = {
     "httpx": {"httpx", "httpcore"},
     "aiohttp": set[str](),
     OWN_CLIENT: {"httpx", "httpcore"},
+    HTTP2: {"httpx", "httpcore"},
 }
 
 
@@ -83,6 +88,8 @@ def new_client(
         own = httpx.AsyncClient()  # reads SSL_CERT_FILE and proxies now, as users' do
         own_clients.append(own)
         return AsyncTaapit(api_key, http_client=own, **options)
+    if variant == HTTP2:
+        return AsyncTaapit(api_key, http2=True, **options)
     return AsyncTaapit(api_key, transport=variant, **options)  # type: ignore[arg-type]
 
 
