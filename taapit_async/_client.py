@@ -474,6 +474,7 @@ class AsyncTaapit:
             return False
         self._fork_generation = _ForkState.generation
         _ForkState.inherited.append((self._transport, self._queue, self._outbox))
+        self._counts = _Counts()  # the parent's counters describe the parent's events
         if self._user_client is not None:
             self._inherited_user_client = True  # not ours to rebuild: _check_usable says so
             return True
@@ -489,7 +490,6 @@ class AsyncTaapit:
             cooldown=breaker.cooldown,
             recovery_rate=breaker.recovery_rate,
         )
-        self._counts = _Counts()
         self._loop = None
         logger.info(
             "taapit: process %d was forked from its parent after this client was created; "
@@ -552,8 +552,10 @@ class AsyncTaapit:
 
     @property
     def stats(self) -> DeliveryStats:
-        """A snapshot of this client's delivery counters."""
+        """A snapshot of this client's delivery counters (in a forked child, the child's)."""
+        self._forked()
         counts = self._counts
+        queue = None if self._inherited_user_client else self._queue
         return DeliveryStats(
             queued=counts.queued,
             sent=counts.sent,
@@ -561,7 +563,7 @@ class AsyncTaapit:
             failed=counts.failed,
             dropped=counts.dropped,
             dead_lettered=counts.dead_lettered,
-            in_queue=len(self._queue) if self._queue is not None else 0,
+            in_queue=len(queue) if queue is not None else 0,
         )
 
     async def flush(self, timeout: float | None = None) -> bool:

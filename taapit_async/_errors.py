@@ -33,6 +33,7 @@ them for those who prefer.
 
 from __future__ import annotations
 
+import copy
 import enum
 import traceback
 from typing import TypeVar
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 _Error = TypeVar("_Error", bound=BaseException)
+_TaapitError = TypeVar("_TaapitError", bound="TaapitError")
 
 
 class ErrorCode(enum.StrEnum):
@@ -303,6 +305,20 @@ def without_frames(error: _Error) -> _Error:
             if isinstance(current, BaseExceptionGroup):  # anyio's, one per address tried
                 todo += current.exceptions
     return error
+
+
+def fresh_copy(error: _TaapitError) -> _TaapitError:
+    """A copy of ``error`` to raise: same type, attributes and cause; no traceback, no context.
+
+    An error kept in a shared result and raised by one handler after another would carry
+    each handler's traceback, and the exception it was handling (frames, locals and all),
+    into the next one.
+    """
+    clone = copy.copy(error)  # by TaapitError.__reduce__: type, message, code, status
+    vars(clone).update(vars(error))
+    clone.__cause__ = error.__cause__
+    clone.__suppress_context__ = error.__suppress_context__
+    return clone
 
 
 def traceback_text(error: BaseException) -> str:

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from ._currencies import currency_exponent
-from ._errors import TaapitError, ValidationError, ValidationTypeError, without_frames
+from ._errors import (
+    TaapitError,
+    ValidationError,
+    ValidationTypeError,
+    fresh_copy,
+    without_frames,
+)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -254,7 +260,7 @@ def _json_problem(value: object) -> str | None:
 
 def _too_many_values(value: object) -> ValidationError:
     """The error for metadata with more values than fit in its cap: a cycle, or size."""
-    if _contains_itself(value):
+    if _contains_itself(value) is True:
         return ValidationError(
             "metadata contains itself (a dict or list inside it is one of its own parents), "
             "so it has no JSON form: pass a copy without the loop"
@@ -265,16 +271,22 @@ def _too_many_values(value: object) -> ValidationError:
     )
 
 
-def _contains_itself(value: object) -> bool:
+def _contains_itself(value: object) -> bool | None:
     """True when a dict, list or tuple in ``value`` holds itself, at any depth.
 
     Depth first, each container once: met again while still open, it is its own ancestor;
-    met again once closed, it is only shared (which JSON allows).
+    met again once closed, it is only shared (which JSON allows). None when that takes more
+    steps than values fit in the cap: a mapping that builds new objects on every access
+    never meets one twice.
     """
     open_ids: set[int] = set()
     closed_ids: set[int] = set()
     stack: list[tuple[object, bool]] = [(value, False)]
+    steps = 0
     while stack:
+        steps += 1
+        if steps > 2 * MAX_METADATA_BYTES:  # each container is entered and left once
+            return None
         item, leaving = stack.pop()
         if leaving:
             open_ids.discard(id(item))
@@ -496,13 +508,14 @@ class TrackResult:
         """Raise ``error`` if the event failed; return the result itself otherwise.
 
         The traceback starts at this call: where the request failed inside the HTTP library
-        is not kept (see ``error``), only what failed, in the chain of causes. Nor is where
-        an earlier call raised it: a result is shared (``Delivery``, ``on_result``), and the
-        frames of one handler must not travel with the error into the next.
+        is not kept (see ``error``), only what failed, in the chain of causes. What is raised
+        is a copy of ``error`` (same type, code, message, status and cause): a result is
+        shared (``Delivery``, ``on_result``), and one handler's traceback, or the exception
+        it was handling, must not travel with the error into the next.
 
         Example:
             >>> (await taapit.track.sale(...)).raise_for_error()
         """
         if self.error is not None:
-            raise self.error.with_traceback(None)
+            raise fresh_copy(self.error)
         return self

@@ -16,6 +16,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._errors import ValidationError
 from ._models import Customer, LeadEvent, SaleEvent, check_metadata_size
 
 __all__ = ["Reply", "encode_event", "parse_reply"]
@@ -117,9 +118,16 @@ def encode_event(event: LeadEvent | SaleEvent) -> bytes:
 
     Raises:
         ValidationError: The metadata is over its size cap (checked here, where the body's
-            size is known, so that metadata is serialized once).
+            size is known, so that metadata is serialized once), or nested too deeply for
+            the JSON encoder.
     """
-    body = _encoder.encode(_converter.unstructure(event)).encode()
+    try:
+        body = _encoder.encode(_converter.unstructure(event)).encode()
+    except RecursionError:  # only metadata nests: a few thousand levels fit in its cap
+        raise ValidationError(
+            "metadata is nested too deeply to encode as JSON: flatten it (a few levels "
+            "are plenty to analyse conversions)"
+        ) from None
     check_metadata_size(event.metadata, len(body))
     return body
 

@@ -139,13 +139,16 @@ async def test_2xx_saying_success_false_is_rejected_with_the_servers_code(
     api: respx.MockRouter, taapit: AsyncTaapit
 ) -> None:
     route = api.post("/api/events/lead").respond(
-        200, json={"success": False, "error": {"code": "link_disabled", "message": "off"}}
+        200,
+        json={"success": False, "error": {"code": "link_disabled", "message": "off"}},
+        headers={"Retry-After": "30"},  # a pause is a refusal's to ask for, not a 2xx's
     )
     result = await send_lead(taapit)
     assert not result.success
     assert isinstance(result.error, RejectedError)
     assert result.error.code == "link_disabled"
     assert result.error.message == "off"
+    assert result.error.retry_after is None
     assert route.call_count == 1
 
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from taapit_async import AsyncTaapit, ClientStateError, ErrorCode
+from taapit_async._delivery import BackgroundQueue
 from taapit_async.testing import FakeTaapitServer
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
@@ -131,12 +132,14 @@ async def test_flush_in_a_forked_child_does_not_wait_for_the_parents_queue() -> 
     taapit = AsyncTaapit("taapit_sk_test", http_client=own)
     await taapit.background.lead(tracking_id=TID, customer={"external_id": "u"})
     parents_queue = taapit._queue
-    assert parents_queue is not None
+    assert isinstance(parents_queue, BackgroundQueue)
     taapit._fork_generation -= 1  # forked while the parent's event is on the wire
 
     assert await asyncio.wait_for(taapit.flush(), 1)  # nothing of this process to wait for
-    await taapit.aclose()
-    assert not own.is_closed  # the user's client is the parent's too
+    assert taapit.stats.queued == taapit.stats.in_queue == 0  # the parent's, not ours
+    await asyncio.wait_for(taapit.aclose(), 1)  # no drain of the parent's queue either
+    assert parents_queue._workers
+    assert not any(worker.done() for worker in parents_queue._workers)  # still the parent's
 
     reply.set()  # what the parent would see: its own event delivered
     assert await parents_queue.flush(5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -289,6 +290,36 @@ def test_metadata_that_doubles_at_each_level_is_refused_before_it_is_expanded() 
         lead(metadata={"tree": shared})
 
 
+def test_metadata_that_builds_new_objects_on_every_access_is_refused_not_walked_forever() -> None:
+    class Fresh(Mapping[str, Any]):  # a read-only view, wrapping what it holds anew each time
+        def __init__(self, data: dict[str, Any]) -> None:
+            self._data = data
+
+        def __getitem__(self, key: str) -> Any:
+            value = self._data[key]
+            return Fresh(value) if isinstance(value, dict) else value
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._data)
+
+        def __len__(self) -> int:
+            return len(self._data)
+
+    looped: dict[str, Any] = {"plan": "pro"}
+    looped["self"] = looped
+    with pytest.raises(ValidationError, match="more than 16384 values"):
+        lead(metadata=Fresh(looped))
+
+
+def test_metadata_nested_deeper_than_json_can_encode_is_a_validation_error() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):  # 10 KB as JSON: under the size cap, over the encoder's depth
+        deep = [deep]
+    event = lead(metadata={"deep": deep})
+    with pytest.raises(ValidationError, match="metadata is nested too deeply"):
+        encode_event(event)
+
+
 def test_metadata_sharing_one_list_in_two_places_is_json_and_accepted() -> None:
     tags = ["spring", "promo"]
     event = lead(metadata={"tags": tags, "again": {"tags": tags}})
@@ -343,17 +374,31 @@ def test_raise_for_error_returns_the_result_on_success() -> None:
 def test_raise_for_error_raises_the_returned_error() -> None:
     error = ServerError("Taapit failed on its side", status_code=503)
     result = TrackResult(success=False, error=error, status_code=503, attempts=3)
+    error.__cause__ = ConnectionResetError("peer reset")
+    error.retry_after = 2.0
     with pytest.raises(ServerError) as info:
         result.raise_for_error()
-    assert info.value is error
+    raised = info.value
+    assert (raised.code, raised.message, raised.status_code, raised.retryable) == (
+        error.code,
+        error.message,
+        503,
+        True,
+    )
+    assert raised.retry_after == 2.0
+    assert raised.__cause__ is error.__cause__
+    assert error.__traceback__ is None  # the result's own error stays frameless
 
 
 def test_raise_for_error_twice_does_not_carry_the_first_callers_frames() -> None:
     result = TrackResult(success=False, error=ServerError("down", status_code=503))
 
     def first_handler() -> None:
-        order_secret = "card-4242"  # noqa: F841 - a local a tracker would record
-        result.raise_for_error()
+        card = "card-4242"
+        try:
+            raise KeyError(card)
+        except KeyError:  # raised while handling: the KeyError becomes its context
+            result.raise_for_error()
 
     def second_handler() -> None:
         result.raise_for_error()
@@ -361,6 +406,9 @@ def test_raise_for_error_twice_does_not_carry_the_first_callers_frames() -> None
     for handler in (first_handler, second_handler):
         with pytest.raises(ServerError) as info:
             handler()
-    frames = traceback.extract_tb(info.value.__traceback__)
+    second = info.value
+    frames = traceback.extract_tb(second.__traceback__)
     assert [f.name for f in frames][-2:] == ["second_handler", "raise_for_error"]
     assert "first_handler" not in [f.name for f in frames]
+    assert second.__context__ is None  # not the first handler's KeyError
+    assert "card-4242" not in "".join(traceback.format_exception(second))
